@@ -1,0 +1,11 @@
+"""nerfseg: multi-view semantic segmentation of aerial scenes from a few labeled views, as nerfstudio methods.
+
+Importing the package stays light (no gsplat / sam2 / pycolmap); it only makes nerfstudio's checkpoints loadable
+under torch >= 2.6, since every ns-* command that touches our configs imports this package first.
+"""
+
+from nerfseg_plugin.compat import allow_numpy_in_checkpoints
+
+allow_numpy_in_checkpoints()
+
+__version__ = "0.1.0"

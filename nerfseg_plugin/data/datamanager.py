@@ -1,0 +1,142 @@
+"""Datamanagers: full images for splatting (labeled : other views at a fixed ratio) and ray batches for NeRF."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import torch
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
+
+from nerfseg_plugin.data.dataparser import RssegDataParserConfig
+from nerfseg_plugin.data.dataset import (
+    PSEUDO_LABELS,
+    PSEUDO_WEIGHTS,
+    SEMANTIC_GT,
+    SEMANTIC_LABELS,
+    SEMANTIC_MASK,
+    RssegDataset,
+)
+from nerfseg_plugin.errors import SceneFormatError
+
+SEMANTIC_BATCH_KEYS = (SEMANTIC_LABELS, SEMANTIC_MASK, SEMANTIC_GT, PSEUDO_LABELS, PSEUDO_WEIGHTS)
+
+
+def ratio_epoch(labeled: list[int], others: list[int], ratio: tuple[int, int], rng: random.Random) -> list[int]:
+    """One pass over the non-labeled views, interleaved with labeled views at ``ratio`` (labeled : others).
+
+    Paper 002 trains with labeled : pseudo-labeled views at 1:8 because the few labeled views would otherwise be
+    drawn ~3% of the time. Each block of ``sum(ratio)`` draws takes ``ratio[0]`` labeled views (cycled) and
+    ``ratio[1]`` other views (each other view once per epoch, in random order).
+    """
+    if not others:
+        return rng.sample(labeled, len(labeled))
+    labeled_count, other_count = ratio
+    shuffled_others = rng.sample(others, len(others))
+    labeled_cycle: list[int] = []
+    epoch: list[int] = []
+    for start in range(0, len(shuffled_others), other_count):
+        block = shuffled_others[start : start + other_count]
+        for _ in range(labeled_count):
+            if not labeled_cycle:
+                labeled_cycle = rng.sample(labeled, len(labeled))
+            block.append(labeled_cycle.pop())
+        rng.shuffle(block)
+        epoch.extend(block)
+    return epoch
+
+
+@dataclass
+class RssegFullImageDatamanagerConfig(FullImageDatamanagerConfig):
+    """Full-image datamanager for semantic splatting."""
+
+    _target: type = field(default_factory=lambda: RssegFullImageDatamanager)
+    """target class to instantiate"""
+    dataparser: RssegDataParserConfig = field(default_factory=RssegDataParserConfig)
+    """the scene parser"""
+    labeled_view_ratio: tuple[int, int] = (1, 8)
+    """Training views drawn as labeled : other (pseudo-labeled or RGB-only) views, paper 002's 1:8."""
+    pseudo_label_dir: Path | None = None
+    """Folder of a pseudo-label set (see nerfseg_plugin.pseudolabels.files); None = no pseudo-labels."""
+    cache_images: Literal["cpu", "gpu"] = "gpu"
+    """Where cached images live. "gpu" means the model's device (the CPU on CPU-only machines); "cpu" pins host
+    memory, which needs CUDA."""
+
+
+class RssegFullImageDatamanager(FullImageDatamanager[RssegDataset]):
+    """FullImageDatamanager whose view order follows the labeled-view ratio and whose images carry labels."""
+
+    config: RssegFullImageDatamanagerConfig
+
+    def create_train_dataset(self) -> RssegDataset:
+        return RssegDataset(
+            self.train_dataparser_outputs, self.config.camera_res_scale_factor, self.config.pseudo_label_dir
+        )
+
+    def create_eval_dataset(self) -> RssegDataset:
+        return RssegDataset(
+            self.dataparser.get_dataparser_outputs(split=self.test_split), self.config.camera_res_scale_factor
+        )
+
+    def sample_train_cameras(self) -> list[int]:
+        dataset = self.train_dataset
+        if not hasattr(self, "_ratio_rng"):
+            self._ratio_rng = random.Random(self.config.train_cameras_sampling_seed)
+        labeled = dataset.semantics.labeled_indices
+        others = [i for i in range(len(dataset)) if i not in set(labeled)]
+        return ratio_epoch(labeled, others, self.config.labeled_view_ratio, self._ratio_rng)
+
+    def _load_images(self, split, cache_images_device):
+        dataset = self.train_dataset if split == "train" else self.eval_dataset
+        distortion = dataset.cameras.distortion_params
+        if distortion is not None and torch.any(distortion != 0):
+            raise SceneFormatError(
+                self.config.dataparser.data,
+                "cameras have lens distortion; label maps cannot follow nerfstudio's image undistortion here. "
+                "Undistort the scene first (rsseg-process-data writes undistorted PINHOLE scenes).",
+            )
+        cached = super()._load_images(split, cache_images_device)
+        if cache_images_device == "gpu":  # the parent moves only image/mask/depth to the device
+            for data in cached:
+                for key in SEMANTIC_BATCH_KEYS:
+                    if key in data:
+                        data[key] = data[key].to(self.device)
+        return cached
+
+    @cached_property
+    def labeled_train_indices(self) -> list[int]:
+        return self.train_dataset.semantics.labeled_indices
+
+
+@dataclass
+class RssegRayDatamanagerConfig(VanillaDataManagerConfig):
+    """Ray-batch datamanager for NeRF: every ray carries its pixel's semantic keys."""
+
+    _target: type = field(default_factory=lambda: RssegRayDatamanager)
+    """target class to instantiate"""
+    dataparser: RssegDataParserConfig = field(default_factory=RssegDataParserConfig)
+    """the scene parser"""
+    pseudo_label_dir: Path | None = None
+    """Folder of a pseudo-label set; None = no pseudo-labels."""
+
+
+class RssegRayDatamanager(VanillaDataManager[RssegDataset]):
+    """VanillaDataManager over RssegDataset: nerfstudio's pixel sampler gathers the label keys per ray."""
+
+    config: RssegRayDatamanagerConfig
+
+    def create_train_dataset(self) -> RssegDataset:
+        return RssegDataset(
+            self.dataparser.get_dataparser_outputs(split="train"),
+            self.config.camera_res_scale_factor,
+            self.config.pseudo_label_dir,
+        )
+
+    def create_eval_dataset(self) -> RssegDataset:
+        return RssegDataset(
+            self.dataparser.get_dataparser_outputs(split=self.test_split), self.config.camera_res_scale_factor
+        )

@@ -1,0 +1,84 @@
+"""Dataset that adds per-pixel semantic labels (and optional pseudo-labels) to nerfstudio's image data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
+from nerfstudio.data.datasets.base_dataset import InputDataset
+from PIL import Image
+
+from nerfseg_plugin.data.dataparser import SEMANTICS_METADATA_KEY, SemanticFrames
+from nerfseg_plugin.data.scene_validation import read_label_map
+from nerfseg_plugin.pseudolabels.files import load_pseudo_label
+
+SEMANTIC_LABELS = "semantic_labels"
+"""Supervision labels ``[H, W]`` int64 on train frames (ignore index where unlabeled)."""
+SEMANTIC_MASK = "semantic_mask"
+"""``[H, W]`` bool: where SEMANTIC_LABELS holds a class."""
+SEMANTIC_GT = "semantic_gt"
+"""Evaluation ground truth ``[H, W]`` int64, only on val/test frames."""
+PSEUDO_LABELS = "pseudo_labels"
+"""Pseudo-labels ``[H, W]`` int64 (ignore index where none), train frames without real labels only."""
+PSEUDO_WEIGHTS = "pseudo_weights"
+"""``[H, W]`` float32 per-pixel pseudo-label weight (confidence inside the boundary mask B, else 0)."""
+
+
+def _resize_nearest(labels: np.ndarray, scale_factor: float) -> np.ndarray:
+    if scale_factor == 1.0:
+        return labels
+    height, width = labels.shape
+    size = (int(width * scale_factor), int(height * scale_factor))
+    return np.asarray(Image.fromarray(labels).resize(size, resample=Image.Resampling.NEAREST))
+
+
+class RssegDataset(InputDataset):
+    """InputDataset whose items carry the semantic keys above; every frame of a split has them, so batches of
+    labeled and unlabeled frames look alike (unlabeled = all ignore)."""
+
+    def __init__(
+        self, dataparser_outputs: DataparserOutputs, scale_factor: float = 1.0, pseudo_label_dir: Path | None = None
+    ) -> None:
+        super().__init__(dataparser_outputs, scale_factor)
+        self.semantics: SemanticFrames = dataparser_outputs.metadata[SEMANTICS_METADATA_KEY]
+        self.pseudo_label_dir = pseudo_label_dir
+
+    @property
+    def ignore_index(self) -> int:
+        return self.semantics.label_space.ignore_index
+
+    def _label_tensor(self, path: Path | None, height: int, width: int) -> torch.Tensor:
+        if path is None:
+            return torch.full((height, width), self.ignore_index, dtype=torch.long)
+        labels = _resize_nearest(read_label_map(path), self.scale_factor)
+        return torch.from_numpy(labels.astype(np.int64))
+
+    def get_metadata(self, data: dict) -> dict:
+        index = data["image_idx"]
+        height, width = data["image"].shape[:2]
+        supervision_path = self.semantics.supervision_paths[index]
+        evaluation_path = self.semantics.evaluation_paths[index]
+        metadata: dict[str, torch.Tensor] = {}
+        if evaluation_path is not None:
+            metadata[SEMANTIC_GT] = self._label_tensor(evaluation_path, height, width)
+        labels = self._label_tensor(supervision_path, height, width)
+        metadata[SEMANTIC_LABELS] = labels
+        metadata[SEMANTIC_MASK] = labels != self.ignore_index
+        pseudo = None
+        if self.pseudo_label_dir is not None and supervision_path is None:
+            pseudo = load_pseudo_label(self.pseudo_label_dir, self.image_filenames[index].stem, self.ignore_index)
+        if pseudo is not None:
+            pseudo_labels, pseudo_weights = (_resize_nearest(array, self.scale_factor) for array in pseudo)
+            metadata[PSEUDO_LABELS] = torch.from_numpy(pseudo_labels.astype(np.int64))
+            metadata[PSEUDO_WEIGHTS] = torch.from_numpy(pseudo_weights)
+        else:
+            metadata[PSEUDO_LABELS] = torch.full((height, width), self.ignore_index, dtype=torch.long)
+            metadata[PSEUDO_WEIGHTS] = torch.zeros((height, width), dtype=torch.float32)
+        return metadata
+
+    def has_pseudo_label(self, index: int) -> bool:
+        if self.pseudo_label_dir is None or self.semantics.supervision_paths[index] is not None:
+            return False
+        return (self.pseudo_label_dir / f"{self.image_filenames[index].stem}.png").is_file()

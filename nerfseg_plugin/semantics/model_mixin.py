@@ -1,0 +1,113 @@
+"""What both methods' models share on top of their nerfstudio parent: outputs, supervision losses, metrics.
+
+A mixin (listed before ``NerfactoModel`` / ``SplatfactoModel`` in the bases) so each method keeps its parent's
+rendering and only adds the semantic contract once.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from nerfseg_plugin.data.dataparser import SEMANTICS_METADATA_KEY
+from nerfseg_plugin.data.dataset import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_GT, SEMANTIC_LABELS
+from nerfseg_plugin.semantics.colormaps import label_colormap
+from nerfseg_plugin.semantics.label_space import LabelSpace
+from nerfseg_plugin.semantics.losses import semantic_cross_entropy
+from nerfseg_plugin.semantics.metrics import ConfusionMatrix, SegmentationMetrics
+from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS, predicted_labels, semantic_render_outputs
+
+SEMANTIC_LOSS = "semantic_loss"
+PSEUDO_LABEL_LOSS = "pseudo_label_loss"
+
+
+class SemanticModelMixin:
+    """Semantic output contract, label/pseudo-label losses and dataset-level metric accumulation."""
+
+    label_space: LabelSpace
+    kwargs: dict
+    device: torch.device
+
+    def setup_label_space(self) -> LabelSpace:
+        """The scene's label space, handed to every model through the pipeline's dataset metadata."""
+        metadata = self.kwargs.get("metadata") or {}
+        if SEMANTICS_METADATA_KEY not in metadata:
+            raise ValueError("rsseg models need the rsseg-data dataparser (its metadata carries the label space)")
+        self.label_space = metadata[SEMANTICS_METADATA_KEY].label_space
+        self._evaluation_confusion: ConfusionMatrix | None = None
+        return self.label_space
+
+    @property
+    def class_colors(self) -> Float[Tensor, "K 3"]:
+        return torch.from_numpy(self.label_space.colors_uint8).float() / 255.0
+
+    def semantic_outputs(self, logits: Float[Tensor, "*batch K"]) -> dict[str, Tensor]:
+        """Logits plus the float display images (colour map, confidence, entropy)."""
+        outputs = semantic_render_outputs(logits, self.class_colors.to(logits.device), self.label_space.ignore_index)
+        outputs[SEMANTIC_LOGITS] = logits
+        return outputs
+
+    def semantic_supervision_losses(
+        self,
+        logits: Float[Tensor, "*batch K"],
+        batch: dict,
+        label_weight: float,
+        pseudo_label_weight: float,
+    ) -> dict[str, Tensor]:
+        """Cross-entropy on labeled pixels and, where pseudo-labels exist, on pseudo-labeled pixels (weighted by
+        confidence inside the boundary mask B). Keys absent from ``batch`` (eval batches) give no loss."""
+        losses: dict[str, Tensor] = {}
+        ignore = self.label_space.ignore_index
+        if SEMANTIC_LABELS in batch and label_weight > 0:
+            labels = batch[SEMANTIC_LABELS].to(logits.device)
+            losses[SEMANTIC_LOSS] = label_weight * semantic_cross_entropy(logits, labels, ignore)
+        if PSEUDO_LABELS in batch and pseudo_label_weight > 0:
+            pseudo = batch[PSEUDO_LABELS].to(logits.device)
+            weights = batch[PSEUDO_WEIGHTS].to(logits.device)
+            losses[PSEUDO_LABEL_LOSS] = pseudo_label_weight * semantic_cross_entropy(logits, pseudo, ignore, weights)
+        return losses
+
+    def semantic_image_metrics(
+        self, outputs: dict[str, Tensor], batch: dict
+    ) -> tuple[dict[str, float], dict[str, Tensor]]:
+        """Per-image semantic metrics and a GT | prediction image; feeds the running dataset-level confusion."""
+        if SEMANTIC_GT not in batch or SEMANTIC_LOGITS not in outputs:
+            return {}, {}
+        gt = batch[SEMANTIC_GT].to(outputs[SEMANTIC_LOGITS].device)
+        prediction = predicted_labels(outputs[SEMANTIC_LOGITS])
+        confusion = ConfusionMatrix(self.label_space.num_classes, self.label_space.ignore_index)
+        confusion.update(prediction, gt)
+        if self._evaluation_confusion is not None:
+            self._evaluation_confusion.merge(confusion)
+        metrics = semantic_metrics_dict(confusion.compute(), self.label_space, per_class=False)
+        colors = self.class_colors.to(gt.device)
+        gt_image = label_colormap(gt, colors, self.label_space.ignore_index)
+        pred_image = label_colormap(prediction, colors, self.label_space.ignore_index)
+        return metrics, {"semantics": torch.cat([gt_image, pred_image], dim=1)}
+
+    def start_semantic_evaluation(self) -> None:
+        """Begin accumulating one confusion matrix over every evaluated image."""
+        self._evaluation_confusion = ConfusionMatrix(self.label_space.num_classes, self.label_space.ignore_index)
+
+    def finish_semantic_evaluation(self) -> SegmentationMetrics | None:
+        confusion, self._evaluation_confusion = self._evaluation_confusion, None
+        if confusion is None or int(confusion.matrix.sum()) == 0:
+            return None
+        return confusion.compute()
+
+
+def semantic_metrics_dict(metrics: SegmentationMetrics, label_space: LabelSpace, per_class: bool) -> dict[str, float]:
+    """Flat float metrics (as nerfstudio logs them): mIoU, accuracies and, optionally, per-class IoU/accuracy."""
+    flat = {
+        "miou": float(metrics.miou),
+        "total_accuracy": float(metrics.total_accuracy),
+        "average_accuracy": float(metrics.average_accuracy),
+    }
+    if per_class:
+        flat["num_semantic_pixels"] = float(metrics.num_pixels)
+        for index, name in enumerate(label_space.names):
+            if bool(metrics.class_present[index]):
+                flat[f"iou/{name}"] = float(metrics.per_class_iou[index])
+                flat[f"accuracy/{name}"] = float(metrics.per_class_accuracy[index])
+    return flat
