@@ -93,3 +93,26 @@ def drop_unavailable_lpips(metrics: dict, lpips_module: nn.Module) -> dict:
         for key in [k for k in metrics if k.endswith("lpips")]:
             del metrics[key]
     return metrics
+
+
+def ffmpeg_main() -> None:
+    """``ffmpeg`` console script: runs the ffmpeg binary that the imageio-ffmpeg wheel ships."""
+    import sys
+
+    import imageio_ffmpeg
+
+    executable = imageio_ffmpeg.get_ffmpeg_exe()
+    os.execv(executable, [executable, *sys.argv[1:]])
+
+
+def ensure_ffmpeg_on_path() -> None:
+    """``ns-render`` looks for ``ffmpeg`` on PATH even for image output. When there is none, put this
+    environment's scripts folder (where our ``ffmpeg`` console script lives) on PATH for this process."""
+    import shutil
+    import sysconfig
+
+    if shutil.which("ffmpeg") is not None:
+        return
+    scripts = sysconfig.get_path("scripts")
+    if scripts and (Path(scripts) / "ffmpeg").exists():
+        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])

@@ -1,8 +1,8 @@
-"""Pipeline that reports semantic metrics at dataset level (one confusion matrix over all evaluated pixels).
+"""Pipeline that reports semantic metrics at dataset level and ends training with a semantic report.
 
 nerfstudio averages per-image metrics; for segmentation that would make mIoU a mean of per-image mIoUs, which
 over-weights small, easy images and classes absent from most of them. The per-image loop stays nerfstudio's; the
-model accumulates the confusion matrix during it, and the pipeline replaces the semantic averages afterwards.
+model accumulates one confusion matrix during it, and the pipeline replaces the semantic averages afterwards.
 """
 
 from __future__ import annotations
@@ -11,24 +11,32 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from nerfseg_plugin.export.label_maps import write_label_maps
 from nerfseg_plugin.semantics.model_mixin import SemanticModelMixin, semantic_metrics_dict
 
 SEMANTIC_SUMMARY_KEYS = ("miou", "total_accuracy", "average_accuracy")
+REPORT_FOLDER = "semantic_report"
 
 
 @dataclass
 class RssegPipelineConfig(VanillaPipelineConfig):
-    """VanillaPipeline with dataset-level semantic metrics."""
+    """VanillaPipeline with dataset-level semantic metrics and an end-of-training report."""
 
     _target: type = field(default_factory=lambda: RssegPipeline)
     """target class to instantiate"""
+    final_report: bool = True
+    """After the last training step, evaluate every eval view and write metrics.json plus label maps
+    (labels/<stem>.png, labels_colour/<stem>.png) into <run>/semantic_report/."""
 
 
 class RssegPipeline(VanillaPipeline):
     """Adds dataset-level mIoU / accuracies / per-class IoU to nerfstudio's evaluation (ns-eval, training evals)."""
+
+    config: RssegPipelineConfig
 
     def get_average_image_metrics(self, data_loader, image_prefix, step=None, output_path=None, get_std=False):
         model = self.model
@@ -48,4 +56,41 @@ class RssegPipeline(VanillaPipeline):
             if output_path is not None:
                 report = dataset_metrics.to_dict(model.label_space.names)
                 (Path(output_path) / "semantic_metrics.json").write_text(json.dumps(report, indent=2))
+        return metrics
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes):
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        trainer = training_callback_attributes.trainer
+        if self.config.final_report and trainer is not None:
+            callbacks.append(
+                TrainingCallback(
+                    [TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._report_after_last_step, args=[trainer]
+                )
+            )
+        return callbacks
+
+    def _report_after_last_step(self, trainer, step: int) -> None:
+        if step != trainer._start_step + trainer.config.max_num_iterations - 1:
+            return
+        self.write_semantic_report(Path(trainer.base_dir) / REPORT_FOLDER, step)
+
+    def write_semantic_report(self, output_dir: Path, step: int | None = None) -> dict:
+        """Metrics over all eval views (metrics.json) and their label maps; prints where they are."""
+        output_dir.mkdir(parents=True, exist_ok=True)
+        metrics = self.get_average_eval_image_metrics(step=step)
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        dataset = self.datamanager.eval_dataset
+        views = (
+            (Path(name).stem, dataset.cameras[i : i + 1].to(self.device))
+            for i, name in enumerate(dataset.image_filenames)
+        )
+        self.eval()
+        try:
+            write_label_maps(self.model, views, self.model.label_space, output_dir)
+        finally:
+            self.train()
+        summary = ", ".join(f"{k} {metrics[k]:.3f}" for k in SEMANTIC_SUMMARY_KEYS if k in metrics)
+        CONSOLE.print(f"[bold green]Semantic report ({summary})")
+        CONSOLE.print(f"[bold green]  metrics:    {output_dir / 'metrics.json'}")
+        CONSOLE.print(f"[bold green]  label maps: {output_dir / 'labels'} (colour: {output_dir / 'labels_colour'})")
         return metrics

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
@@ -121,6 +122,30 @@ class RssegDataParser(Nerfstudio):
             evaluation_paths=[None if is_train else f.evaluation_path for f in selected],
         )
         return outputs
+
+    def _load_3D_points(self, ply_file_path: Path, transform_matrix: torch.Tensor, scale_factor: float):
+        """Read x y z red green blue with plyfile. nerfstudio uses open3d here, which needs system libraries
+        (libusb) that headless machines often lack, and reports nothing useful on a malformed file."""
+        from plyfile import PlyData
+
+        try:
+            vertex = PlyData.read(str(ply_file_path))["vertex"]
+            xyz = np.stack([vertex[axis] for axis in ("x", "y", "z")], axis=-1).astype(np.float32)
+            names = vertex.data.dtype.names
+            rgb = (
+                np.stack([vertex[c] for c in ("red", "green", "blue")], axis=-1).astype(np.uint8)
+                if all(c in names for c in ("red", "green", "blue"))
+                else np.full((len(xyz), 3), 128, np.uint8)
+            )
+        except (OSError, KeyError, ValueError) as err:
+            raise SceneFormatError(
+                ply_file_path, f"unreadable point cloud (need a PLY with x y z [red green blue]): {err}"
+            ) from None
+        if len(xyz) == 0:
+            return None
+        points = torch.from_numpy(xyz)
+        points = torch.cat([points, torch.ones_like(points[:, :1])], -1) @ transform_matrix.T * scale_factor
+        return {"points3D_xyz": points, "points3D_rgb": torch.from_numpy(rgb)}
 
     def _split_indices(self, split: str, parsed: list[FrameLabels]) -> list[int]:
         evaluation = [i for i, f in enumerate(parsed) if f.evaluation_path is not None]

@@ -1,0 +1,57 @@
+"""Config of the semantic splatting model (paper 002). Importing it does not import the model or gsplat's CUDA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from nerfstudio.models.splatfacto import SplatfactoModelConfig
+
+
+def build_model(*args, **kwargs):
+    """Imports the model only when a pipeline builds it, so registering the method stays light."""
+    from nerfseg_plugin.splat.model import RssegSplatModel
+
+    return RssegSplatModel(*args, **kwargs)
+
+
+@dataclass
+class RssegSplatModelConfig(SplatfactoModelConfig):
+    """Splatfacto plus per-Gaussian semantic features, a decoder, pseudo-label and aggregation losses."""
+
+    _target: type = field(default_factory=lambda: build_model)
+    """target class to instantiate"""
+    rasterizer_backend: Literal["auto", "gsplat", "cpu"] = "auto"
+    """auto: gsplat's CUDA rasterizer when the model is on a GPU, our CPU rasterizer otherwise."""
+    semantic_feature_dim: int = 16
+    """Channels of the semantic feature carried by every Gaussian (paper: 16)."""
+    decoder_hidden_dim: int = 0
+    """Hidden width of the per-pixel decoder; 0 = a single linear transfer layer (paper's "transfer layer")."""
+    decoder_num_layers: int = 1
+    """Layers of the per-pixel decoder (1 with hidden_dim 0)."""
+    semantic_geometry_gradients: bool = False
+    """Let semantic losses move Gaussians (positions, shapes, opacities). Off by default: features are then
+    composited in a second pass over detached geometry, so a few labeled views cannot distort the geometry that
+    every view's RGB supports (README: "Semantic schedule")."""
+    semantic_start_step: int = 0
+    """Step from which semantic losses apply (the features are trained on the current geometry)."""
+    semantic_loss_weight: float = 1.0
+    """Weight of the cross-entropy on labeled views (L_s^g)."""
+    pseudo_label_loss_weight: float = 1.0
+    """Weight of the cross-entropy on pseudo-labeled views inside the boundary mask B (L_s^p); 0 disables it."""
+    aggregation_2d_weight: float = 0.5
+    """Weight a of the 2D aggregation loss on the rendered feature map; 0 disables it."""
+    aggregation_2d_anchors: int = 1024
+    """Random anchor pixels m per step for the 2D aggregation loss."""
+    aggregation_2d_candidates: int = 4096
+    """Random candidate pixels among which each anchor's k nearest are found."""
+    aggregation_3d_weight: float = 0.1
+    """Weight b of the 3D aggregation loss on per-Gaussian features; 0 disables it."""
+    aggregation_3d_anchors: int = 512
+    """Random anchor Gaussians m per step for the 3D aggregation loss."""
+    aggregation_neighbours: int = 5
+    """k nearest neighbours of each anchor (paper: 5)."""
+    max_gaussians: int = 300_000
+    """Densification stops growing beyond this many Gaussians (paper: at most 300k); pruning continues."""
+    pca_refit_every: int = 500
+    """Training steps between refits of the fixed PCA projection shown as semantic_features_pca."""
