@@ -19,8 +19,11 @@ def splat_optimizers(max_steps: int) -> dict[str, dict]:
         "opacities": adam(0.05),
         "scales": adam(0.005),
         "quats": adam(0.001),
-        "semantic_features": adam(0.0025),
-        "semantic_decoder": adam(1e-3),
+        # Not given by paper 002. Features start near 0 and Adam moves them by about lr per step, so splatfacto's
+        # colour rate (0.0025) leaves them near-uniform for hundreds of labeled steps; measured on a generated
+        # scene, 60 steps: eval mIoU 0.08 at (0.0025, 1e-3), 0.47 at (0.02, 0.01), 0.50 at (0.05, 0.02).
+        "semantic_features": adam(0.05, lr_final=0.005, max_steps=max_steps),
+        "semantic_decoder": adam(0.02, lr_final=0.002, max_steps=max_steps),
         "camera_opt": adam(1e-4, lr_final=5e-7, max_steps=max_steps, warmup_steps=1000),
         "bilateral_grid": adam(2e-3, lr_final=1e-4, max_steps=max_steps, warmup_steps=1000),
     }

@@ -81,7 +81,9 @@ def tiny_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from nerfseg_plugin.scenegen.generator import SceneGenConfig, generate_scene
 
     output = tmp_path_factory.mktemp("tiny") / "scene"
-    return generate_scene(SceneGenConfig(output=output, seed=3, num_views=10, width=64, height=64, num_labeled=2))
+    return generate_scene(
+        SceneGenConfig(output=output, seed=3, num_views=12, width=64, height=64, num_labeled=2, show_progress=False)
+    )
 
 
 @pytest.fixture(autouse=True)

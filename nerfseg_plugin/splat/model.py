@@ -86,13 +86,16 @@ class RssegSplatModel(SemanticModelMixin, SplatfactoModel):
 
     def step_post_backward(self, step: int) -> None:
         """gsplat's strategy densifies as usual, except that it stops growing at ``max_gaussians``."""
-        grow_threshold = self.strategy.grow_grad2d
+        # gsplat grows by image-plane gradient (grow_grad2d) and by screen size (grow_scale2d): block both.
+        thresholds = {name: getattr(self.strategy, name) for name in ("grow_grad2d", "grow_scale2d")}
         if self.num_points >= self.config.max_gaussians:
-            self.strategy.grow_grad2d = float("inf")
+            for name in thresholds:
+                setattr(self.strategy, name, float("inf"))
         try:
             super().step_post_backward(step)
         finally:
-            self.strategy.grow_grad2d = grow_threshold
+            for name, value in thresholds.items():
+                setattr(self.strategy, name, value)
 
     def _rasterize(
         self,

@@ -1,0 +1,150 @@
+"""rsseg-splat: semantic features as Gaussian parameters, densification, outputs contract, loss switches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from training_utils import setup_pipeline, train
+
+from nerfseg_plugin.data.dataset import SEMANTIC_LABELS
+from nerfseg_plugin.method_configs.splat_methods import rsseg_splat_lite
+from nerfseg_plugin.semantics.model_mixin import SEMANTIC_LOSS
+from nerfseg_plugin.splat.model import SEMANTIC_FEATURES
+
+SMALL = {"num_random": 400, "warmup_length": 2, "refine_every": 3, "stop_split_at": 50, "num_downscales": 0}
+
+
+@pytest.fixture
+def splat(minimal_scene: Path):
+    return setup_pipeline(rsseg_splat_lite.config, minimal_scene, **SMALL)
+
+
+def test_semantic_features_are_gaussian_parameters(splat) -> None:
+    pipeline, optimizers, _ = splat
+    model = pipeline.model
+    features = model.gauss_params[SEMANTIC_FEATURES]
+    assert features.shape == (model.num_points, model.config.semantic_feature_dim)
+    assert optimizers.optimizers[SEMANTIC_FEATURES].param_groups[0]["params"][0] is features
+    assert "semantic_decoder" in optimizers.optimizers
+
+
+def test_densification_carries_semantic_features(minimal_scene: Path) -> None:
+    pipeline, optimizers, callbacks = setup_pipeline(
+        rsseg_splat_lite.config, minimal_scene, **SMALL, densify_grad_thresh=1e-9, cull_alpha_thresh=0.0
+    )
+    model = pipeline.model
+    before = model.num_points
+    # splatfacto pauses refinement for num_train_data + refine_every steps after each opacity reset (step 0)
+    train(pipeline, optimizers, callbacks, steps=13)
+    assert model.num_points > before, "gsplat's strategy grew the cloud"
+    features = model.gauss_params[SEMANTIC_FEATURES]
+    assert features.shape[0] == model.num_points
+    state = optimizers.optimizers[SEMANTIC_FEATURES].state[features]
+    assert state["exp_avg"].shape == features.shape, "optimizer state follows splits/clones"
+
+
+def test_growth_stops_at_max_gaussians(minimal_scene: Path) -> None:
+    pipeline, optimizers, callbacks = setup_pipeline(
+        rsseg_splat_lite.config,
+        minimal_scene,
+        **SMALL,
+        densify_grad_thresh=1e-9,
+        cull_alpha_thresh=0.0,
+        max_gaussians=10,
+    )
+    before = pipeline.model.num_points
+    train(pipeline, optimizers, callbacks, steps=13)
+    assert pipeline.model.num_points <= before
+
+
+def test_eval_outputs_follow_the_contract(splat) -> None:
+    pipeline, _, _ = splat
+    pipeline.eval()
+    model = pipeline.model
+    camera = pipeline.datamanager.eval_dataset.cameras[0:1]
+    outputs = model.get_outputs_for_camera(camera)
+    height, width = int(camera.height), int(camera.width)
+    num_classes = model.label_space.num_classes
+    expected = {
+        "rgb": 3,
+        "depth": 1,
+        "accumulation": 1,
+        "semantics": num_classes,
+        "semantics_colormap": 3,
+        "semantics_confidence": 1,
+        "semantics_entropy": 1,
+        "semantic_features_pca": 3,
+    }
+    for key, channels in expected.items():
+        assert outputs[key].shape == (height, width, channels), key
+        assert torch.is_floating_point(outputs[key]), key
+    for key in ("semantics_colormap", "semantics_confidence", "semantics_entropy", "semantic_features_pca"):
+        assert 0.0 <= float(outputs[key].min()) and float(outputs[key].max()) <= 1.0, key
+
+
+def test_pca_projection_is_fixed_across_views(splat) -> None:
+    pipeline, _, _ = splat
+    pipeline.eval()
+    model = pipeline.model
+    cameras = pipeline.datamanager.eval_dataset.cameras
+    model.get_outputs_for_camera(cameras[0:1])
+    components = model.feature_pca.components.clone()
+    model.get_outputs_for_camera(cameras[1:2])
+    assert torch.equal(components, model.feature_pca.components)
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_semantic_gradients_reach_geometry_only_when_asked(minimal_scene: Path, joint: bool) -> None:
+    pipeline, optimizers, _ = setup_pipeline(
+        rsseg_splat_lite.config, minimal_scene, **SMALL, semantic_geometry_gradients=joint
+    )
+    model = pipeline.model
+    model.step_cb(optimizers, 0)
+    labeled = pipeline.datamanager.train_dataset.semantics.labeled_indices[0]
+    camera = pipeline.datamanager.train_dataset.cameras[labeled : labeled + 1]
+    batch = pipeline.datamanager.cached_train[labeled]
+    model.train()
+    outputs = model(camera)
+    loss = model.semantic_supervision_losses(outputs["semantics"], {SEMANTIC_LABELS: batch[SEMANTIC_LABELS]}, 1.0, 0.0)
+    loss[SEMANTIC_LOSS].backward()
+    means_grad = model.gauss_params["means"].grad
+    assert model.gauss_params[SEMANTIC_FEATURES].grad.abs().sum() > 0
+    geometry_touched = means_grad is not None and float(means_grad.abs().sum()) > 0
+    assert geometry_touched == joint
+
+
+def test_loss_components_switch_off(minimal_scene: Path) -> None:
+    pipeline, optimizers, callbacks = setup_pipeline(
+        rsseg_splat_lite.config,
+        minimal_scene,
+        **SMALL,
+        aggregation_2d_weight=0.0,
+        aggregation_3d_weight=0.0,
+        pseudo_label_loss_weight=0.0,
+    )
+    keys = set(train(pipeline, optimizers, callbacks, steps=2)[-1])
+    assert "aggregation_2d_loss" not in keys and "aggregation_3d_loss" not in keys and "pseudo_label_loss" not in keys
+    pipeline, optimizers, callbacks = setup_pipeline(rsseg_splat_lite.config, minimal_scene, **SMALL)
+    keys = set(train(pipeline, optimizers, callbacks, steps=2)[-1])
+    assert {"aggregation_2d_loss", "aggregation_3d_loss", SEMANTIC_LOSS, "main_loss"} <= keys
+
+
+def test_training_fits_the_labeled_views(tiny_scene: Path) -> None:
+    pipeline, optimizers, callbacks = setup_pipeline(rsseg_splat_lite.config, tiny_scene, num_downscales=0)
+    dataset = pipeline.datamanager.train_dataset
+    labeled = dataset.semantics.labeled_indices[0]
+    camera = dataset.cameras[labeled : labeled + 1]
+    labels = pipeline.datamanager.cached_train[labeled][SEMANTIC_LABELS]
+
+    def accuracy() -> float:
+        pipeline.eval()
+        prediction = pipeline.model.get_outputs_for_camera(camera)["semantics"].argmax(-1)
+        pipeline.train()
+        valid = labels != 255
+        return float((prediction[valid] == labels[valid]).float().mean())
+
+    before = accuracy()
+    train(pipeline, optimizers, callbacks, steps=60)
+    assert accuracy() > max(before + 0.2, 0.6)
