@@ -22,8 +22,16 @@ from nerfseg_plugin.data.dataset import (
     RssegDataset,
 )
 from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.pseudolabels.cache import resolve_pseudo_label_dir
 
 SEMANTIC_BATCH_KEYS = (SEMANTIC_LABELS, SEMANTIC_MASK, SEMANTIC_GT, PSEUDO_LABELS, PSEUDO_WEIGHTS)
+
+
+def pseudo_label_folder(config: RssegFullImageDatamanagerConfig | RssegRayDatamanagerConfig) -> Path | None:
+    """The explicit folder if given, else the cached set that ``config.pseudo_labels`` selects (validated)."""
+    if config.pseudo_label_dir is not None:
+        return config.pseudo_label_dir
+    return resolve_pseudo_label_dir(config.dataparser.data, config.pseudo_labels)
 
 
 def ratio_epoch(labeled: list[int], others: list[int], ratio: tuple[int, int], rng: random.Random) -> list[int]:
@@ -60,8 +68,12 @@ class RssegFullImageDatamanagerConfig(FullImageDatamanagerConfig):
     """the scene parser"""
     labeled_view_ratio: tuple[int, int] = (1, 8)
     """Training views drawn as labeled : other (pseudo-labeled or RGB-only) views, paper 002's 1:8."""
+    pseudo_labels: str = "auto"
+    """Pseudo-labels to train with: "auto" (a valid cached set under SCENE/pseudo_labels/, preferring sam2+vote,
+    then sam2, then vote; none if there is none), "off", or a method name (sam2 | vote | sam2+vote), whose set must
+    be valid. Generate sets with rsseg-pseudo-labels."""
     pseudo_label_dir: Path | None = None
-    """Folder of a pseudo-label set (see nerfseg_plugin.pseudolabels.files); None = no pseudo-labels."""
+    """An explicit pseudo-label folder; overrides pseudo_labels."""
     cache_images: Literal["cpu", "gpu"] = "gpu"
     """Where cached images live. "gpu" means the model's device (the CPU on CPU-only machines); "cpu" pins host
     memory, which needs CUDA."""
@@ -74,7 +86,7 @@ class RssegFullImageDatamanager(FullImageDatamanager[RssegDataset]):
 
     def create_train_dataset(self) -> RssegDataset:
         return RssegDataset(
-            self.train_dataparser_outputs, self.config.camera_res_scale_factor, self.config.pseudo_label_dir
+            self.train_dataparser_outputs, self.config.camera_res_scale_factor, pseudo_label_folder(self.config)
         )
 
     def create_eval_dataset(self) -> RssegDataset:
@@ -120,8 +132,10 @@ class RssegRayDatamanagerConfig(VanillaDataManagerConfig):
     """target class to instantiate"""
     dataparser: RssegDataParserConfig = field(default_factory=RssegDataParserConfig)
     """the scene parser"""
+    pseudo_labels: str = "auto"
+    """Pseudo-labels to train with: "auto", "off", or a method name (see the full-image datamanager)."""
     pseudo_label_dir: Path | None = None
-    """Folder of a pseudo-label set; None = no pseudo-labels."""
+    """An explicit pseudo-label folder; overrides pseudo_labels."""
 
 
 class RssegRayDatamanager(VanillaDataManager[RssegDataset]):
@@ -133,7 +147,7 @@ class RssegRayDatamanager(VanillaDataManager[RssegDataset]):
         return RssegDataset(
             self.dataparser.get_dataparser_outputs(split="train"),
             self.config.camera_res_scale_factor,
-            self.config.pseudo_label_dir,
+            pseudo_label_folder(self.config),
         )
 
     def create_eval_dataset(self) -> RssegDataset:

@@ -61,11 +61,16 @@ class SemanticModelMixin:
         ignore = self.label_space.ignore_index
         if SEMANTIC_LABELS in batch and label_weight > 0:
             labels = batch[SEMANTIC_LABELS].to(logits.device)
-            losses[SEMANTIC_LOSS] = label_weight * semantic_cross_entropy(logits, labels, ignore)
+            valid = labels != ignore
+            # Most views carry no labels: gather the labeled pixels first instead of a full-image softmax.
+            losses[SEMANTIC_LOSS] = label_weight * semantic_cross_entropy(logits[valid], labels[valid], ignore)
         if PSEUDO_LABELS in batch and pseudo_label_weight > 0:
             pseudo = batch[PSEUDO_LABELS].to(logits.device)
             weights = batch[PSEUDO_WEIGHTS].to(logits.device)
-            losses[PSEUDO_LABEL_LOSS] = pseudo_label_weight * semantic_cross_entropy(logits, pseudo, ignore, weights)
+            valid = (pseudo != ignore) & (weights > 0)
+            losses[PSEUDO_LABEL_LOSS] = pseudo_label_weight * semantic_cross_entropy(
+                logits[valid], pseudo[valid], ignore, weights[valid]
+            )
         return losses
 
     def semantic_image_metrics(
