@@ -170,7 +170,9 @@ class RssegSplatModel(SemanticModelMixin, SplatfactoModel):
             sh_degree,
         )
         features = pick(params[SEMANTIC_FEATURES])
-        joint = self.config.semantic_geometry_gradients
+        # One pass for colour and features when semantic gradients may reach the geometry, or when there are no
+        # gradients at all (rendering, evaluation); otherwise features get a second pass over detached geometry.
+        joint = self.config.semantic_geometry_gradients or not torch.is_grad_enabled()
         render, alpha, self.info = self._rasterize(
             torch.cat([colors, features], -1) if joint else colors,
             viewmat,
