@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfseg_plugin.export.label_maps import write_label_maps
@@ -79,6 +80,9 @@ class RssegPipeline(VanillaPipeline):
         output_dir.mkdir(parents=True, exist_ok=True)
         metrics = self.get_average_eval_image_metrics(step=step)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if step is not None:  # tensorboard / wandb, under nerfstudio's name for all-image evaluations
+            writer.put_dict(name="Eval Images Metrics Dict (all images)", scalar_dict=metrics, step=step)
+            writer.write_out_storage()
         dataset = self.datamanager.eval_dataset
         views = (
             (Path(name).stem, dataset.cameras[i : i + 1].to(self.device))

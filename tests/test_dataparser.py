@@ -198,3 +198,14 @@ def test_bad_scene_gives_clear_error(minimal_scene: Path, case: str) -> None:
     with pytest.raises(SceneFormatError, match=message) as error:
         parse(minimal_scene)
     assert file_name in str(error.value)
+
+
+def test_without_evaluation_frames_the_labeled_views_are_scored(tmp_path: Path) -> None:
+    from conftest import make_minimal_scene
+
+    scene = make_minimal_scene(tmp_path / "scene", evaluated=())
+    val = parse(scene, "val")
+    assert [p.name for p in val.image_filenames] == ["frame_000.png", "frame_003.png"]
+    semantics = val.metadata["semantics"]
+    assert [p.name for p in semantics.evaluation_paths] == ["frame_000.png", "frame_003.png"]
+    assert SEMANTIC_GT in RssegDataset(val)[0]

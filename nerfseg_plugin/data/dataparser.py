@@ -115,11 +115,16 @@ class RssegDataParser(Nerfstudio):
         outputs = _select_frames(outputs, keep)
         selected = [parsed[i] for i in keep]
         is_train = split == "train"
+        has_evaluation_frames = any(frame.evaluation_path is not None for frame in frames)
         outputs.metadata[SEMANTICS_METADATA_KEY] = SemanticFrames(
             label_space=label_space,
             scene_dir=scene_dir,
             supervision_paths=[f.supervision_path if is_train else None for f in selected],
-            evaluation_paths=[None if is_train else f.evaluation_path for f in selected],
+            # Without evaluation frames, val/test fall back to the labeled views, scored on their own labels.
+            evaluation_paths=[
+                None if is_train else (f.evaluation_path if has_evaluation_frames else f.supervision_path)
+                for f in selected
+            ],
         )
         return outputs
 

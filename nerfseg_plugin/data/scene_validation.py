@@ -57,7 +57,7 @@ def read_label_map(path: Path) -> np.ndarray:
                     f"label map has mode {image.mode}; expected a single-channel 8-bit PNG of class indices "
                     "(mode L or P). RGB colour-coded label maps must be converted to indices with classes.json.",
                 )
-            return np.asarray(image, dtype=np.uint8)
+            return np.array(image, dtype=np.uint8)  # a writable copy, not PIL's read-only buffer
     except OSError as err:
         raise SceneFormatError(path, f"unreadable label map: {err}") from None
 
