@@ -1,0 +1,246 @@
+"""``rsseg-nerf``: paper 000's two-stage semantic NeRF on top of nerfacto.
+
+Stage 1 is nerfacto unchanged (hash grid, proposal sampling, RGB losses). From ``semantic_stage_start`` on, the
+field, the proposal networks and the camera optimizer are frozen and nerfacto's forward pass runs without autograd;
+the :class:`SemanticBranch` then maps the frozen density features of the final samples to semantic features, applies
+the ray convolution, renders them with the frozen weights and classifies them, fused with the colour-radiance
+feature of each ray's colour. Only the semantic branch receives gradients in stage 2 (paper: the location MLP is
+frozen and the view MLP is no longer used, so RGB does not train either).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from jaxtyping import Float
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.field_components.encodings import HashEncoding
+from nerfstudio.field_components.mlp import MLP, MLPWithHashEncoding
+from nerfstudio.models.nerfacto import NerfactoModel
+from torch import Tensor, nn
+
+from nerfseg_plugin.compat import drop_unavailable_lpips, offline_lpips
+from nerfseg_plugin.nerf.config import RssegNerfModelConfig
+from nerfseg_plugin.nerf.datamanager import PIXEL_RGB
+from nerfseg_plugin.nerf.semantic_branch import SemanticBranch
+from nerfseg_plugin.semantics.model_mixin import SemanticModelMixin
+from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS
+
+SEMANTIC_FEATURES = "semantic_features"
+"""Rendered semantic feature S_s(r), ``[..., C]`` (evaluation outputs): lets a captured view's own pixel colours
+replace the rendered RGB as colour-radiance input afterwards (:meth:`RssegNerfModel.fuse_pixel_colour`)."""
+COLOUR_LOGITS = "colour_semantics"
+"""C2S logits from the colour feature alone, ``[R, K]`` (training outputs, for the auxiliary loss L_c)."""
+
+
+class FinalSamplesRecorder:
+    """Captures, during one nerfacto forward pass, what its ``get_outputs`` computes for the final samples but does
+    not return outside training: the samples and their render weights (from the expected-depth renderer, which
+    nerfacto calls exactly once per pass, on the final samples) and the field's density features: the output of the
+    field's ``mlp_base`` (first channel the density, then nerfacto's geo features) and, when given, the hash-grid
+    encoding that feeds it. Proposal networks have their own modules, so only the final samples are recorded.
+
+    Forward hooks rather than a re-implementation keep nerfacto's sampling and rendering the single source of truth.
+    """
+
+    def __init__(
+        self, field_base: nn.Module, expected_depth_renderer: nn.Module, encoding: nn.Module | None = None
+    ) -> None:
+        self._active = False
+        self._captured: dict[str, object] = {}
+        field_base.register_forward_hook(self._capture("base"))
+        if encoding is not None:
+            encoding.register_forward_hook(self._capture("encoding"))
+        expected_depth_renderer.register_forward_hook(self._on_expected_depth, with_kwargs=True)
+
+    def _capture(self, key: str):
+        def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
+            if self._active:
+                self._captured[key] = output
+
+        return hook
+
+    def _on_expected_depth(self, module: nn.Module, args: tuple, kwargs: dict, output: Tensor) -> None:
+        if self._active:
+            self._captured["weights"], self._captured["samples"] = kwargs["weights"], kwargs["ray_samples"]
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        self._captured = {}
+        self._active = True
+        try:
+            yield
+        finally:
+            self._active = False
+
+    def take(self) -> tuple[RaySamples, Float[Tensor, "R S 1"], Float[Tensor, "R S D"]]:
+        """Samples, weights and density features of the last recorded pass: the geo features (density channel
+        dropped), preceded by the hash-grid encoding when an encoding module was given."""
+        captured, self._captured = self._captured, {}
+        if {"samples", "weights", "base"} - captured.keys():
+            raise RuntimeError("no nerfacto forward pass was recorded (did get_outputs call the field?)")
+        samples, weights = captured["samples"], captured["weights"]
+        assert isinstance(samples, RaySamples) and isinstance(weights, Tensor)
+        leading = weights.shape[:-1]
+        # tinycudann returns half precision; the semantic branch runs in float32.
+        features = [captured["base"].view(*leading, -1)[..., 1:].float()]  # type: ignore[union-attr]
+        if "encoding" in captured:
+            features.insert(0, captured["encoding"].view(*leading, -1).float())  # type: ignore[union-attr]
+        return samples, weights, torch.cat(features, dim=-1)
+
+
+def expose_hash_encoding(density_network: MLPWithHashEncoding) -> HashEncoding:
+    """The hash-grid encoding inside nerfacto's density network, as a module whose output can be read.
+
+    nerfstudio's torch build is ``Sequential(HashEncoding, MLP)`` already. With tinycudann it fuses both into one
+    kernel that never returns the encoding; the same two parts are then built as separate tinycudann modules (same
+    sizes, still tinycudann, freshly initialised like the fused one: this runs before any training).
+    """
+    parts = getattr(density_network, "model", None)
+    if isinstance(parts, nn.Sequential) and isinstance(parts[0], HashEncoding):
+        return parts[0]
+    encoding = HashEncoding(
+        num_levels=density_network.num_levels,
+        min_res=density_network.min_res,
+        max_res=density_network.max_res,
+        log2_hashmap_size=density_network.log2_hashmap_size,
+        features_per_level=density_network.features_per_level,
+        hash_init_scale=density_network.hash_init_scale,
+        implementation="tcnn",
+    )
+    mlp = MLP(
+        in_dim=encoding.get_out_dim(),
+        num_layers=density_network.num_layers,
+        layer_width=density_network.layer_width,
+        out_dim=density_network.out_dim,
+        activation=density_network.activation,
+        out_activation=density_network.out_activation,
+        implementation="tcnn",
+    )
+    density_network.model = nn.Sequential(encoding, mlp)
+    return encoding
+
+
+class RssegNerfModel(SemanticModelMixin, NerfactoModel):
+    """nerfacto + the semantic stage of paper 000 (Seg-MLP, ray convolution, colour radiance, F2S / C2S)."""
+
+    config: RssegNerfModelConfig
+
+    def populate_modules(self) -> None:
+        with offline_lpips():
+            super().populate_modules()
+        label_space = self.setup_label_space()
+        cfg = self.config
+        encoding = expose_hash_encoding(self.field.mlp_base) if cfg.seg_mlp_input == "encoding+geo" else None
+        encoding_dim = encoding.get_out_dim() if encoding is not None else 0
+        self.semantic_branch = SemanticBranch(
+            density_feature_dim=encoding_dim + self.field.geo_feat_dim,
+            num_classes=label_space.num_classes,
+            feature_dim=cfg.semantic_feature_dim,
+            seg_mlp_num_layers=cfg.seg_mlp_num_layers,
+            use_ray_convolution=cfg.use_ray_convolution,
+            ray_conv_distance_scale=cfg.ray_conv_distance_scale,
+            learn_ray_conv_distance_scale=cfg.learn_ray_conv_distance_scale,
+            use_colour_radiance=cfg.use_colour_radiance,
+            colour_radiance_num_layers=cfg.colour_radiance_num_layers,
+            f2s_hidden_dim=cfg.f2s_hidden_dim,
+            f2s_num_layers=cfg.f2s_num_layers,
+        )
+        self.geometry_frozen = False
+        self._recorder = FinalSamplesRecorder(self.field.mlp_base, self.renderer_expected_depth, encoding)
+
+    def get_param_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = super().get_param_groups()
+        groups["semantics"] = list(self.semantic_branch.parameters())
+        return groups
+
+    # --- stages -----------------------------------------------------------------------------------------------
+    def in_semantic_stage(self, step: int) -> bool:
+        """Whether ``step`` belongs to stage 2 (the datamanager follows this to switch to labeled rays)."""
+        return step >= self.config.semantic_stage_start
+
+    def freeze_geometry(self) -> None:
+        """Stage 2: nothing of the reconstruction trains any more. ``requires_grad=False`` leaves these parameters
+        without gradients, so Adam skips them (no momentum drift), and the forward pass runs under ``no_grad``."""
+        for module in (self.field, self.proposal_networks, self.camera_optimizer):
+            module.requires_grad_(False)
+        self.geometry_frozen = True
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> list:
+        def enter_semantic_stage(step: int) -> None:
+            if self.in_semantic_stage(step) and not self.geometry_frozen:
+                self.freeze_geometry()
+
+        stage = TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], enter_semantic_stage)
+        return [stage, *super().get_training_callbacks(training_callback_attributes)]
+
+    # --- forward ----------------------------------------------------------------------------------------------
+    def get_outputs(self, ray_bundle: RayBundle) -> dict[str, Tensor | list]:
+        if self.training and not self.geometry_frozen:
+            return super().get_outputs(ray_bundle)  # stage 1: plain nerfacto, no semantic work
+        frozen = torch.no_grad() if self.geometry_frozen else contextlib.nullcontext()
+        with frozen, self._recorder.recording():
+            outputs = super().get_outputs(ray_bundle)
+        ray_samples, weights, density_features = self._recorder.take()
+        midpoints = (ray_samples.frustums.starts + ray_samples.frustums.ends) / 2
+        rendered = self.semantic_branch.render_features(density_features.detach(), midpoints.detach(), weights)
+        logits, colour_logits = self.semantic_branch.classify(rendered, self._colour_input(ray_bundle, outputs))
+        outputs.update(self.semantic_outputs(logits))
+        if self.training and colour_logits is not None:
+            outputs[COLOUR_LOGITS] = colour_logits
+        if not self.training:
+            outputs[SEMANTIC_FEATURES] = rendered
+        return outputs
+
+    def _colour_input(self, ray_bundle: RayBundle, outputs: dict) -> Tensor | None:
+        """The pixel colour the datamanager attached to training rays, else the rendered RGB (see colour_input)."""
+        if not self.semantic_branch.uses_colour:
+            return None
+        pixel = ray_bundle.metadata.get(PIXEL_RGB) if self.config.colour_input == "pixel" else None
+        return pixel[..., :3] if pixel is not None else outputs["rgb"].detach()
+
+    @torch.no_grad()
+    def fuse_pixel_colour(self, outputs: dict[str, Tensor], image: Float[Tensor, "H W C"]) -> dict[str, Tensor]:
+        """Semantic outputs of a captured view recomputed with its own pixel colours as colour-radiance input (the
+        paper's setting). ``outputs`` come from ``get_outputs_for_camera`` of that view; returns the semantic keys
+        to replace (none without the colour branch)."""
+        if not self.semantic_branch.uses_colour or SEMANTIC_FEATURES not in outputs:
+            return {}
+        rendered = outputs[SEMANTIC_FEATURES].to(self.device)
+        if image.shape[:-1] != rendered.shape[:-1]:
+            raise ValueError(f"image {tuple(image.shape)} does not match the rendered view {tuple(rendered.shape)}")
+        logits, _ = self.semantic_branch.classify(rendered, image[..., :3].to(rendered))
+        return self.semantic_outputs(logits)
+
+    # --- losses and metrics -----------------------------------------------------------------------------------
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> dict[str, Tensor]:
+        if not (self.training and self.geometry_frozen):
+            return super().get_loss_dict(outputs, batch, metrics_dict)
+        cfg = self.config
+        losses = self.semantic_supervision_losses(
+            outputs[SEMANTIC_LOGITS], batch, cfg.label_loss_weight, cfg.pseudo_label_weight
+        )
+        if COLOUR_LOGITS in outputs:
+            colour_losses = self.semantic_supervision_losses(
+                outputs[COLOUR_LOGITS],
+                batch,
+                cfg.label_loss_weight * cfg.colour_loss_weight,
+                cfg.pseudo_label_weight * cfg.colour_loss_weight,
+            )
+            losses.update({f"colour_{name}": loss for name, loss in colour_losses.items()})
+        return losses
+
+    def get_image_metrics_and_images(
+        self, outputs: dict[str, Tensor], batch: dict[str, Tensor]
+    ) -> tuple[dict[str, float], dict[str, Tensor]]:
+        if self.config.colour_input == "pixel" and "image" in batch:
+            outputs = {**outputs, **self.fuse_pixel_colour(outputs, batch["image"])}
+        metrics, images = super().get_image_metrics_and_images(outputs, batch)
+        metrics = drop_unavailable_lpips(metrics, self.lpips)
+        semantic_metrics, semantic_images = self.semantic_image_metrics(outputs, batch)
+        metrics.update(semantic_metrics)
+        images.update(semantic_images)
+        return metrics, images
