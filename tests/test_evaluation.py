@@ -18,12 +18,12 @@ from PIL import Image
 
 from nerfseg_plugin.evaluation.cli import ConsistencyConfig, score_consistency
 from nerfseg_plugin.evaluation.consistency import (
-    PinholeView,
     observed_labels,
     point_zbuffer_depth,
     project_points,
     ray_distance_to_z,
     view_consistency,
+    view_from_cameras,
 )
 from nerfseg_plugin.evaluation.render import render_pipeline_views, sparse_points
 from nerfseg_plugin.evaluation.report import write_report
@@ -51,7 +51,7 @@ def ground_depth(camera: Cameras) -> tuple[np.ndarray, np.ndarray]:
 
 def test_projection_and_depth_follow_nerfstudio_rays() -> None:
     camera = cameras([0.7])
-    view = PinholeView.from_cameras(camera)
+    view = view_from_cameras(camera)
     hits, distance = ground_depth(camera)
     u, v, z = project_points(hits.reshape(-1, 3), view)
     rows, cols = np.mgrid[0:SIZE, 0:SIZE]
@@ -63,13 +63,13 @@ def test_projection_and_depth_follow_nerfstudio_rays() -> None:
 
 def test_observed_labels_needs_the_point_in_front_inside_and_unoccluded() -> None:
     camera = cameras([0.0])
-    view = PinholeView.from_cameras(camera)
+    view = view_from_cameras(camera)
     hits, distance = ground_depth(camera)
     depth = ray_distance_to_z(distance, view)
     labels = np.zeros((SIZE, SIZE), np.uint8)
     labels[5, 9] = 2
     surface = hits[5, 9]
-    eye = view.c2w[:, 3]
+    eye = view.origin.double().numpy()
     behind_surface = surface + 0.5 * (surface - eye) / np.linalg.norm(surface - eye)
     behind_camera = eye + (eye - surface)
     outside = hits[5, 9] + np.array([100.0, 0.0, 0.0])
@@ -79,10 +79,10 @@ def test_observed_labels_needs_the_point_in_front_inside_and_unoccluded() -> Non
 
 def test_point_zbuffer_hides_points_behind_a_surface() -> None:
     camera = cameras([1.0])
-    view = PinholeView.from_cameras(camera)
+    view = view_from_cameras(camera)
     hits, _ = ground_depth(camera)
     surface = hits[::2, ::2].reshape(-1, 3)  # a sparse sample of the ground
-    eye = view.c2w[:, 3]
+    eye = view.origin.double().numpy()
     hidden = surface[10] + 0.3 * (surface[10] - eye)  # further along the same ray
     points = np.concatenate([surface, hidden[None]])
     depth = point_zbuffer_depth(points, view, cell=2)
@@ -93,7 +93,7 @@ def test_point_zbuffer_hides_points_behind_a_surface() -> None:
 
 def consistency_case(label_maps: list[np.ndarray]):
     camera = cameras([0.0, 0.3, 0.6])
-    views = [PinholeView.from_cameras(camera, i) for i in range(3)]
+    views = [view_from_cameras(camera, i) for i in range(3)]
     depths = [ray_distance_to_z(ground_depth(camera[i : i + 1])[1], view) for i, view in enumerate(views)]
     points = np.random.default_rng(0).uniform(-0.3, 0.3, (50, 3)) * [1, 1, 0]  # on the ground, seen by all three
     return view_consistency(points, views, label_maps, depths, 3, 0.05, "rendered-depth")

@@ -19,43 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from nerfseg_plugin.pseudolabels.geometry import PinholeView, project, views_from_cameras
 
 
-@dataclass(frozen=True)
-class PinholeView:
-    """One pinhole camera: camera-to-world ``[3, 4]`` (OpenGL) and intrinsics in pixels."""
-
-    c2w: np.ndarray
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-
-    @classmethod
-    def from_cameras(cls, cameras, index: int = 0) -> PinholeView:
-        """From a nerfstudio ``Cameras`` batch (its ``index``-th camera)."""
-        return cls(
-            c2w=cameras.camera_to_worlds[index].detach().cpu().numpy().astype(np.float64),
-            fx=float(cameras.fx[index]),
-            fy=float(cameras.fy[index]),
-            cx=float(cameras.cx[index]),
-            cy=float(cameras.cy[index]),
-            width=int(cameras.width[index]),
-            height=int(cameras.height[index]),
-        )
+def view_from_cameras(cameras, index: int = 0) -> PinholeView:
+    """The ``index``-th camera of a nerfstudio ``Cameras`` batch as the shared pinhole model."""
+    return views_from_cameras(cameras[index : index + 1].to("cpu"))[0]
 
 
 def project_points(points: np.ndarray, view: PinholeView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel coordinates ``(u, v)`` (continuous, column/row) and z-depth (positive in front) of ``[N, 3]`` points."""
-    rotation, origin = view.c2w[:3, :3], view.c2w[:3, 3]
-    local = (np.asarray(points, dtype=np.float64) - origin) @ rotation  # = R^T (p - t), row-wise
-    z = -local[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = view.fx * local[:, 0] / z + view.cx
-        v = -view.fy * local[:, 1] / z + view.cy
-    return u, v, z
+    """Pixel coordinates ``(u, v)`` (continuous, column/row) and z-depth (positive in front) of ``[N, 3]`` points,
+    with the projection the pseudo-label vote uses."""
+    uv, z = project(view, torch.as_tensor(np.asarray(points), dtype=view.c2w.dtype))
+    return uv[:, 0].double().numpy(), uv[:, 1].double().numpy(), z.double().numpy()
 
 
 def ray_distance_to_z(distance: np.ndarray, view: PinholeView) -> np.ndarray:

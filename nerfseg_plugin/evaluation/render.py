@@ -18,7 +18,7 @@ import torch
 from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
 
 from nerfseg_plugin.data.dataset import SEMANTIC_GT
-from nerfseg_plugin.evaluation.consistency import PinholeView, ray_distance_to_z
+from nerfseg_plugin.evaluation.consistency import PinholeView, ray_distance_to_z, view_from_cameras
 from nerfseg_plugin.semantics.metrics import ConfusionMatrix
 from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS, predicted_labels
 
@@ -72,7 +72,7 @@ def render_pipeline_views(pipeline, keep_views: Literal["none", "eval", "all"] =
     result = RenderedViews(ConfusionMatrix(label_space.num_classes, label_space.ignore_index))
 
     def keep(camera, outputs: dict[str, torch.Tensor], labels: torch.Tensor, gt: torch.Tensor | None) -> None:
-        view = PinholeView.from_cameras(camera.to("cpu"))
+        view = view_from_cameras(camera.to("cpu"))
         result.views.append(view)
         result.label_maps.append(labels.to(torch.uint8).cpu().numpy())
         result.ground_truth_maps.append(None if gt is None else gt.cpu().numpy())
