@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("outputs/nerf_ablation"))
     parser.add_argument("--eval-stride", type=int, default=1, help="evaluate every n-th semantic_eval_path view")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--stage-two-steps", type=int, help="stage-2 steps per variant (default: rsseg-nerf-lite's)")
     parser.add_argument("--stage-one-cache", type=Path, help="load stage 1 from this file, or train and save it there")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="model config overrides")
     args = parser.parse_args()
@@ -90,7 +91,7 @@ def main() -> None:
         generate_scene(SceneGenConfig(output=args.scene, seed=args.seed, num_views=64, width=256, height=256))
     base = lite_config(args.scene, args.output, "stage1", overrides)
     stage_start = base.pipeline.model.semantic_stage_start
-    stage_two_steps = base.max_num_iterations - stage_start
+    stage_two_steps = args.stage_two_steps or base.max_num_iterations - stage_start
     base.max_num_iterations = stage_start  # stage 1 only
     if args.stage_one_cache is not None and args.stage_one_cache.is_file():
         state = torch.load(args.stage_one_cache, map_location="cpu")
