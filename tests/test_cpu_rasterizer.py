@@ -102,6 +102,40 @@ def test_matches_dense_reference_float32():
     assert_close_all(cpu, ref, atol=2e-4)
 
 
+@pytest.mark.parametrize("render_mode", ["RGB", "RGB+ED"])
+def test_geometry_grad_channels_equal_a_second_pass_over_detached_geometry(render_mode):
+    """One pass with geometry_grad_channels=3 gives the values and gradients of two passes: colour with gradients
+    to the geometry, and 16 feature channels over detached geometry."""
+    means, quats, scales, opacities, colors, viewmats, Ks = make_scene(D=19)
+    weights = torch.rand(1, H, W, 20, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+    def run(single_pass: bool):
+        geometry = [t.clone().requires_grad_() for t in (means, quats, scales, opacities)]
+        feats = colors.clone().requires_grad_()
+        if single_pass:
+            out, alphas, _ = rasterization_cpu(
+                *geometry, feats, viewmats, Ks, W, H, render_mode=render_mode, geometry_grad_channels=3
+            )
+        else:
+            rgb, alphas, _ = rasterization_cpu(*geometry, feats[:, :3], viewmats, Ks, W, H, render_mode=render_mode)
+            detached = [t.detach() for t in geometry]
+            features, _, _ = rasterization_cpu(*detached, feats[:, 3:], viewmats, Ks, W, H)
+            out = torch.cat([rgb[..., :3], features, rgb[..., 3:]], -1)
+        ((out * weights[..., : out.shape[-1]]).sum() + (alphas * alphas).sum()).backward()
+        return out.detach(), [t.grad for t in (*geometry, feats)]
+
+    (out_one, grads_one), (out_two, grads_two) = run(True), run(False)
+    torch.testing.assert_close(out_one, out_two, atol=1e-10, rtol=0)
+    assert all(g.abs().sum() > 0 for g in grads_one)
+    for a, b in zip(grads_one, grads_two, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+    # and the features do move the geometry without the option
+    geometry = [t.clone().requires_grad_() for t in (means, quats, scales, opacities)]
+    out, _, _ = rasterization_cpu(*geometry, colors, viewmats, Ks, W, H, render_mode=render_mode)
+    (out[..., 3:19] * weights[..., 3:19]).sum().backward()
+    assert geometry[0].grad.abs().sum() > 0
+
+
 def test_early_stop_and_alpha_clamp():
     """Opaque layers: the front splat saturates at alpha 0.999 and pixels stop at transmittance 1e-4, like gsplat."""
     scene = make_scene(n=80, opacity=(0.5, 1.0), scale=(0.4, 1.5))

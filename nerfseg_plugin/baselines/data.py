@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from nerfseg_plugin.data.scene_validation import FrameLabels, load_transforms, read_label_map, validate_scene
@@ -62,7 +63,7 @@ def _view(meta: dict, frame: dict, transforms_path: Path, index: int) -> Pinhole
     if missing:
         raise SceneFormatError(transforms_path, f"frame {index} has no intrinsics {missing} (frame or file level)")
     return PinholeView(
-        c2w=np.asarray(frame["transform_matrix"], dtype=np.float64)[:3, :4],
+        c2w=torch.tensor(frame["transform_matrix"], dtype=torch.float64)[:3, :4],
         fx=float(values["fl_x"]),
         fy=float(values["fl_y"]),
         cx=float(values["cx"]),

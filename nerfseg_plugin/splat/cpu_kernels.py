@@ -258,7 +258,18 @@ def rasterize_fwd_kernel(
 
 @njit(parallel=True, cache=True, fastmath=False)
 def rasterize_bwd_kernel(
-    means2d, conics, colors, opacities, backgrounds, offsets, flatten_ids, fwd_out, v_out, tile_size, n_workers
+    means2d,
+    conics,
+    colors,
+    opacities,
+    backgrounds,
+    offsets,
+    flatten_ids,
+    fwd_out,
+    v_out,
+    geometry_channels,
+    tile_size,
+    n_workers,
 ):
     """gsplat's backward, given the forward's fwd_out = (transmittance, last_ids) and the output gradients
     v_out = (v_render_colors [C, H, W, D], v_render_alphas [C, H, W]): walk each pixel's splats back to front from
@@ -268,7 +279,11 @@ def rasterize_bwd_kernel(
 
     gsplat keeps the colour composited behind the current splat per pixel (``buffer[D]``) only to form
     <buffer, dL/dcolor>; this keeps that dot product itself (``behind``), updated with the <color, dL/dcolor> that
-    the splat's own alpha gradient needs anyway: the same sums, in another order, with one D-loop fewer."""
+    the splat's own alpha gradient needs anyway: the same sums, in another order, with one D-loop fewer.
+
+    geometry_channels [D] (1 = on) selects the channels whose gradients reach the geometry (means2d, conics,
+    opacities, through alpha); the others still get colour gradients but see the geometry as a constant, as if
+    composited in a second pass over detached geometry."""
     transmittance, last_ids = fwd_out
     v_render_colors, v_render_alphas = v_out
     _, height, width = transmittance.shape
@@ -285,6 +300,7 @@ def rasterize_bwd_kernel(
         behind = np.empty(n_pix, dtype=np.float64)  # <colour composited behind the current splat, dL/dcolour>
         last = np.empty(n_pix, dtype=np.int32)
         v_rc = np.empty((n_pix, D), dtype=np.float64)
+        v_rc_geom = np.empty((n_pix, D), dtype=np.float64)  # v_rc on the geometry channels, 0 elsewhere
         v_rgb = np.empty(D, dtype=np.float64)
         v_g = np.empty(8, dtype=np.float64)
         v_geom[w] = 0.0
@@ -306,8 +322,9 @@ def rasterize_bwd_kernel(
                     bg_dot = 0.0
                     for k in range(D):
                         v_rc[p, k] = v_render_colors[cam, py, px, k]
+                        v_rc_geom[p, k] = v_rc[p, k] * geometry_channels[k]
                         if backgrounds.shape[0] > 0:
-                            bg_dot += backgrounds[cam, k] * v_rc[p, k]
+                            bg_dot += backgrounds[cam, k] * v_rc_geom[p, k]
                     v_alpha_out[p] = v_render_alphas[cam, py, px] - bg_dot
             for idx in range(last_max, start - 1, -1):
                 g = flatten_ids[idx]
@@ -348,7 +365,7 @@ def rasterize_bwd_kernel(
                         fac = alpha * T[p]
                         for k in range(D):
                             v_rgb[k] += fac * v_rc[p, k]
-                        cv = _dot(colors, g, v_rc, p)
+                        cv = _dot(colors, g, v_rc_geom, p)
                         v_alpha = cv * T[p] - behind[p] * ra + T_final[p] * ra * v_alpha_out[p]
                         behind[p] += cv * fac
                         if opac * vis_p <= ALPHA_MAX:

@@ -23,7 +23,7 @@ import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from nerfseg_plugin.splat import cpu_kernels
@@ -148,7 +148,7 @@ class _RasterizeToPixelsCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, means2d, conics, colors, opacities, backgrounds, width, height, tile_size, offsets, flatten_ids,
-                absgrad):  # fmt: skip
+                absgrad, geometry_channels):  # fmt: skip
         C, N, D = colors.shape
         dt = means2d.dtype
         inputs, shapes = (means2d, conics, colors, opacities), ((C * N, 2), (C * N, 3), (C * N, D), (C * N,))
@@ -163,6 +163,7 @@ class _RasterizeToPixelsCPU(torch.autograd.Function):
         transmittance = torch.from_numpy(transmittance)
         ctx.arrays = arrays  # numpy views or copies of the inputs, for the backward kernel
         ctx.tile_size, ctx.absgrad = tile_size, absgrad
+        ctx.geometry_channels = np.ones(D, dtype=splats[0].dtype) if geometry_channels is None else geometry_channels
         ctx.save_for_backward(means2d, backgrounds, transmittance, torch.from_numpy(last_ids))
         return torch.from_numpy(render_colors), (1.0 - transmittance).to(dt)[..., None]
 
@@ -176,6 +177,7 @@ class _RasterizeToPixelsCPU(torch.autograd.Function):
                 *ctx.arrays,
                 (transmittance.numpy(), last_ids.numpy()),
                 (_np(v_render_colors, dt), _np(v_render_alphas[..., 0], dt)),
+                ctx.geometry_channels,
                 ctx.tile_size,
                 numba.get_num_threads(),
             )
@@ -188,7 +190,7 @@ class _RasterizeToPixelsCPU(torch.autograd.Function):
         v_backgrounds = None
         if ctx.needs_input_grad[4]:
             v_backgrounds = (v_render_colors * transmittance.to(dt)[..., None]).sum(dim=(1, 2))
-        return v_means2d, v_conics, v_colors, v_opacities, v_backgrounds, *([None] * 6)
+        return v_means2d, v_conics, v_colors, v_opacities, v_backgrounds, *([None] * 7)
 
 
 def rasterize_to_pixels_cpu(
@@ -203,12 +205,19 @@ def rasterize_to_pixels_cpu(
     flatten_ids: Int[Tensor, " n_isects"],
     backgrounds: Float[Tensor, "C D"] | None = None,
     absgrad: bool = False,
+    geometry_channels: Bool[Tensor, " D"] | None = None,
 ) -> tuple[Float[Tensor, "C H W D"], Float[Tensor, "C H W 1"]]:
     """CPU twin of ``gsplat.rasterize_to_pixels`` (non-packed). With ``absgrad`` the backward sets
-    ``means2d.absgrad`` [C, N, 2] to the sum over pixels of |dL/dmeans2d| per pixel."""
+    ``means2d.absgrad`` [C, N, 2] to the sum over pixels of |dL/dmeans2d| per pixel. ``geometry_channels`` (default:
+    all) marks the channels whose gradients reach means2d/conics/opacities; the others are a stop-gradient there."""
+    mask = None
+    if geometry_channels is not None:
+        if geometry_channels.shape != colors.shape[-1:]:
+            raise ValueError(f"geometry_channels must be [D={colors.shape[-1]}], got {tuple(geometry_channels.shape)}")
+        mask = _np(geometry_channels, means2d.dtype)
     return _RasterizeToPixelsCPU.apply(
         means2d, conics, colors, opacities, backgrounds, image_width, image_height, tile_size, isect_offsets,
-        flatten_ids, absgrad,
+        flatten_ids, absgrad, mask,
     )  # fmt: skip
 
 
@@ -238,12 +247,18 @@ def rasterization_cpu(
     distributed: bool = False,
     camera_model: Literal["pinhole", "ortho", "fisheye"] = "pinhole",
     covars: Tensor | None = None,
+    geometry_grad_channels: int | None = None,
 ) -> tuple[Float[Tensor, "C H W X"], Float[Tensor, "C H W 1"], dict]:
     """``gsplat.rendering.rasterization`` (1.4.0) on CPU: same arguments, outputs and ``meta`` keys, for the
     non-packed layout only (hence ``packed`` defaults to False here, True in gsplat). ``colors``: [N, D] or
     [C, N, D], or SH coefficients [N, K, 3] / [C, N, K, 3] when ``sh_degree`` is set. ``channel_chunk`` is accepted
     and ignored: the kernels composite any number of channels in one pass. ``ortho``/``fisheye`` cameras, ``covars``,
-    ``sparse_grad`` and ``distributed`` raise ValueError."""
+    ``sparse_grad`` and ``distributed`` raise ValueError.
+
+    ``geometry_grad_channels=k`` (CPU only, not in gsplat): only the first k channels of ``colors`` (and the depth
+    of the ``+D``/``+ED`` modes) send gradients to the geometry; the remaining channels get their own gradients with
+    the geometry held constant. This is one pass with the result of two, colour with gradients and the rest over
+    detached geometry, e.g. for semantic features that must not move the Gaussians."""
     if packed:
         raise ValueError("rasterization_cpu supports packed=False only; pass packed=False on CPU.")
     if camera_model != "pinhole":
@@ -294,13 +309,20 @@ def rasterization_cpu(
         if backgrounds is not None:
             backgrounds = backgrounds.new_zeros(C, 1)
 
+    geometry_channels = None
+    if geometry_grad_channels is not None:
+        geometry_channels = torch.zeros(colors.shape[-1], dtype=torch.bool)
+        geometry_channels[:geometry_grad_channels] = True
+        if render_mode in ("RGB+D", "RGB+ED"):
+            geometry_channels[-1] = True
+
     tile_width, tile_height = math.ceil(width / tile_size), math.ceil(height / tile_size)
     tiles_per_gauss, isect_ids, flatten_ids, isect_offsets = isect_tiles_cpu(
         means2d, radii, depths, tile_size, tile_width, tile_height
     )
     render_colors, render_alphas = rasterize_to_pixels_cpu(
         means2d, conics, colors, opacities, width, height, tile_size, isect_offsets, flatten_ids,
-        backgrounds=backgrounds, absgrad=absgrad,
+        backgrounds=backgrounds, absgrad=absgrad, geometry_channels=geometry_channels,
     )  # fmt: skip
     if render_mode in ("ED", "RGB+ED"):
         render_colors = torch.cat(

@@ -26,7 +26,7 @@ from nerfseg_plugin.semantics.outputs import SEMANTIC_FEATURES_PCA, SEMANTIC_LOG
 from nerfseg_plugin.splat.appearance import gaussian_colors
 from nerfseg_plugin.splat.config import RssegSplatModelConfig
 from nerfseg_plugin.splat.initialization import gaussians_from_points
-from nerfseg_plugin.splat.rasterization import rasterize
+from nerfseg_plugin.splat.rasterization import rasterize, resolve_backend
 
 SEMANTIC_FEATURES = "semantic_features"
 """Per-Gaussian feature parameter name, and the rendered ``[H, W, C]`` feature map in training outputs."""
@@ -108,6 +108,7 @@ class RssegSplatModel(SemanticModelMixin, SplatfactoModel):
         geometry_grad: bool,
         render_mode: str,
         crop_ids: Tensor | None,
+        **backend_options,
     ):
         params = self.gauss_params
         means, quats, scales, opacities = params["means"], params["quats"], params["scales"], params["opacities"]
@@ -132,6 +133,7 @@ class RssegSplatModel(SemanticModelMixin, SplatfactoModel):
             render_mode=render_mode,
             absgrad=self.strategy.absgrad,
             rasterize_mode=self.config.rasterize_mode,
+            **backend_options,
         )
 
     def get_outputs(self, camera: Cameras) -> dict[str, Tensor]:  # type: ignore[override]
@@ -170,9 +172,12 @@ class RssegSplatModel(SemanticModelMixin, SplatfactoModel):
             sh_degree,
         )
         features = pick(params[SEMANTIC_FEATURES])
-        # One pass for colour and features when semantic gradients may reach the geometry, or when there are no
-        # gradients at all (rendering, evaluation); otherwise features get a second pass over detached geometry.
-        joint = self.config.semantic_geometry_gradients or not torch.is_grad_enabled()
+        # One pass for colour and features when semantic gradients may reach the geometry, when there are no
+        # gradients at all (rendering, evaluation), or on the CPU backend, whose backward can stop the features'
+        # geometry gradients itself; otherwise (gsplat) features get a second pass over detached geometry.
+        stop_feature_geometry_grad = not self.config.semantic_geometry_gradients and torch.is_grad_enabled()
+        on_cpu = resolve_backend(self.config.rasterizer_backend, self.device.type == "cuda") == "cpu"
+        joint = not stop_feature_geometry_grad or on_cpu
         render, alpha, self.info = self._rasterize(
             torch.cat([colors, features], -1) if joint else colors,
             viewmat,
@@ -182,6 +187,7 @@ class RssegSplatModel(SemanticModelMixin, SplatfactoModel):
             geometry_grad=True,
             render_mode="RGB+ED",
             crop_ids=crop_ids,
+            **({"geometry_grad_channels": 3} if stop_feature_geometry_grad and on_cpu else {}),
         )
         if self.training:
             self.strategy.step_pre_backward(
