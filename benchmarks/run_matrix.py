@@ -46,9 +46,11 @@ from nerfseg_plugin.scenegen.layout import TownStyle
 Method = Literal["rsseg-splat-lite", "rsseg-nerf-lite", "unet", "colour"]
 METHODS_3D = ("rsseg-splat-lite", "rsseg-nerf-lite")
 AUGMENTATION = "rendered-labels"
+NO_PSEUDO_LABELS = "--pipeline.datamanager.pseudo-labels off"
 ABLATIONS: dict[str, dict[str, str]] = {
     "rsseg-splat-lite": {
         "full": "",
+        "no-pseudo-labels": NO_PSEUDO_LABELS,
         "no-aggregation-2d": "--pipeline.model.aggregation-2d-weight 0",
         "no-aggregation-3d": "--pipeline.model.aggregation-3d-weight 0",
         "labels-only": "--pipeline.model.aggregation-2d-weight 0 --pipeline.model.aggregation-3d-weight 0 "
@@ -56,6 +58,7 @@ ABLATIONS: dict[str, dict[str, str]] = {
     },
     "rsseg-nerf-lite": {
         "full": "",
+        "no-pseudo-labels": NO_PSEUDO_LABELS,
         "no-ray-conv": "--pipeline.model.use-ray-convolution False",
         "no-colour-radiance": "--pipeline.model.use-colour-radiance False",
     },
@@ -86,6 +89,10 @@ class MatrixConfig:
     """Width and height of the generated views, in pixels."""
     num_labeled: int = 3
     """Labeled views of each generated scene."""
+    pseudo_labels: Literal["none", "vote", "sam2+vote"] = "sam2+vote"
+    """Pseudo-label set generated for every scene before the 3D runs (rsseg-pseudo-labels; sam2+vote uses
+    superpixel regions here, no SAM2 weights), scored against the evaluation maps; "full" runs train with it and
+    "no-pseudo-labels" without. none: generate nothing."""
     methods: tuple[Method, ...] = ("rsseg-splat-lite", "rsseg-nerf-lite", "unet", "colour")
     """Methods to run."""
     ablations: tuple[str, ...] = ("full", AUGMENTATION)
@@ -238,9 +245,26 @@ class Matrix:
         )
         return run_baseline(run, load_scene(scene))
 
-    def run(self) -> list[dict]:
-        records = []
+    def pseudo_labels(self, scene: Path) -> dict | None:
+        """Generate (or reuse the valid cache of) the scene's pseudo-label set and score it."""
+        if self.config.pseudo_labels == "none":
+            return None
+        from nerfseg_plugin.pseudolabels.cli import PseudoLabelConfig
+        from nerfseg_plugin.pseudolabels.cli import main as generate
+        from nerfseg_plugin.pseudolabels.evaluation import score_pseudo_labels
+
+        started = time.perf_counter()
+        directory = generate(PseudoLabelConfig(data=scene, method=self.config.pseudo_labels, score=False))
+        score = asdict(score_pseudo_labels(scene, directory))
+        return {"scene": scene.name, "method": self.config.pseudo_labels, "seconds": time.perf_counter() - started,
+                **score}  # fmt: skip
+
+    def run(self) -> tuple[list[dict], list[dict]]:
+        records, pseudo_scores = [], []
         for scene in self.scenes():
+            score = self.pseudo_labels(scene)
+            if score is not None:
+                pseudo_scores.append(score)
             for method, ablation in self.cells():
                 print(f"[run_matrix] {scene.name} / {method} / {ablation}", flush=True)
                 record = {"scene": scene.name, "method": method, "ablation": ablation, "status": "ok"}
@@ -251,7 +275,7 @@ class Matrix:
                     record["status"] = f"failed: {type(err).__name__}: {err}"
                     print(f"[run_matrix] FAILED {record['status']}", flush=True)
                 records.append(record)
-        return records
+        return records, pseudo_scores
 
 
 def _pct(value: float | None) -> str:
@@ -262,7 +286,7 @@ def _seconds(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}" if value >= 1 else f"{value:.3f}"
 
 
-def markdown(records: list[dict], command: str, machine: dict) -> str:
+def markdown(records: list[dict], command: str, machine: dict, pseudo_scores: list[dict] = ()) -> str:
     lines = [
         f"Command: `{command}`  ",
         f"Machine: {machine['cpu_count']} CPUs, load {machine['load_average']}, CUDA {machine['cuda']}; "
@@ -284,6 +308,16 @@ def markdown(records: list[dict], command: str, machine: dict) -> str:
             f"({_pct(reference.get('consistent_share'))}) | {_seconds(m.get('train_time_s'))} | "
             f"{_seconds(m['render_time_per_view']['mean_s'])} |"
         )
+    if pseudo_scores:
+        lines += ["", "Pseudo-labels against the evaluation maps (%; B = pixels where they apply):", ""]
+        lines += [
+            "| scene | set | coverage | accuracy | mIoU | B share | coverage in B | accuracy in B | time (s) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        keys = ("coverage", "accuracy", "miou", "boundary_fraction", "coverage_in_boundary", "accuracy_in_boundary")
+        for p in pseudo_scores:
+            values = " | ".join(_pct(p[k]) for k in keys)
+            lines.append(f"| {p['scene']} | {p['method']} | {values} | {_seconds(p['seconds'])} |")
     ok = [r for r in records if r["status"] == "ok"]
     for scene in dict.fromkeys(r["scene"] for r in ok):
         unet = {r["ablation"]: r["report"]["miou"] for r in ok if r["scene"] == scene and r["method"] == "unet"}
@@ -347,13 +381,19 @@ def main(config: MatrixConfig) -> None:
         "load_average": ", ".join(f"{v:.1f}" for v in os.getloadavg()),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    records = Matrix(config).run()
+    records, pseudo_scores = Matrix(config).run()
     config.results_dir.mkdir(parents=True, exist_ok=True)
     base = config.results_dir / config.name
     settings = json.loads(json.dumps(asdict(config), default=str))
-    document = {"command": command, "machine": machine, "config": settings, "results": records}
+    document = {
+        "command": command,
+        "machine": machine,
+        "config": settings,
+        "pseudo_labels": pseudo_scores,
+        "results": records,
+    }
     base.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    table = markdown(records, command, machine)
+    table = markdown(records, command, machine, pseudo_scores)
     base.with_suffix(".md").write_text(table, encoding="utf-8")
     plot(records, base.with_suffix(".png"))
     if config.readme is not None:

@@ -189,9 +189,14 @@ def test_harness_orders_cells_and_tabulates_the_augmentation_gain(tmp_path: Path
 
     records = [record("unet", "full", 0.40), record("unet", "rendered-labels", 0.55)]
     records.append({"scene": "s", "method": "colour", "ablation": "full", "status": "failed: CellFailed: boom"})
-    table = harness.markdown(records, "python benchmarks/run_matrix.py", {"cpu_count": 2, "load_average": "1.0",
-                                                                          "cuda": False, "date": "today"})  # fmt: skip
+    pseudo = {"scene": "s", "method": "vote", "seconds": 3.0, "coverage": 0.7, "accuracy": 0.94, "miou": 0.8,
+              "boundary_fraction": 1.0, "coverage_in_boundary": 0.7, "accuracy_in_boundary": 0.94}  # fmt: skip
+    machine = {"cpu_count": 2, "load_average": "1.0", "cuda": False, "date": "today"}
+    table = harness.markdown(records, "python benchmarks/run_matrix.py", machine, [pseudo])
     assert "| s | unet | full | 40.0 | 90.0 | 80.0 |" in table
+    assert "| s | vote | 70.0 | 94.0 | 80.0 | 100.0 | 70.0 | 94.0 | 3.0 |" in table
+    cells = harness.Matrix(harness.MatrixConfig(methods=("rsseg-splat-lite",), ablations=("all",))).cells()
+    assert ("rsseg-splat-lite", "no-pseudo-labels") in cells
     assert "40.0 (labeled views) -> 55.0 (+ rendered labels of all views), +15.0 points" in table
     assert "failed: CellFailed: boom" in table
     harness.plot(records, tmp_path / "plot.png")

@@ -321,6 +321,23 @@ def test_vote_and_superpixel_sets_are_cached_and_invalidated(depth_scene: Path, 
     assert find_valid_cache(scene, "vote") == directory
 
 
+def test_datamanager_generates_the_set_on_the_fly_when_asked(depth_scene: Path, tmp_path: Path) -> None:
+    from nerfseg_plugin.data.datamanager import RssegFullImageDatamanagerConfig, pseudo_label_folder
+    from nerfseg_plugin.data.dataparser import RssegDataParserConfig
+
+    scene = _copy_scene(depth_scene, tmp_path)
+    config = RssegFullImageDatamanagerConfig(dataparser=RssegDataParserConfig(data=scene))
+    assert pseudo_label_folder(config) is None  # auto, nothing cached
+    config.generate_pseudo_labels = "vote"
+    directory = pseudo_label_folder(config)
+    assert directory == scene / "pseudo_labels" / "vote" and find_valid_cache(scene, "vote") == directory
+    config.generate_pseudo_labels = None
+    assert pseudo_label_folder(config) == directory  # auto now finds the generated set
+    config.pseudo_labels = "off"
+    config.generate_pseudo_labels = "vote"
+    assert pseudo_label_folder(config) is None  # off wins
+
+
 def test_generation_never_reads_the_evaluation_labels(depth_scene: Path, tmp_path: Path) -> None:
     scene = _copy_scene(depth_scene, tmp_path)
     first = main(PseudoLabelConfig(data=scene, method="sam2+vote", score=False))

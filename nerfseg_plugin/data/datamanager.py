@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 import torch
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfseg_plugin.data.dataparser import RssegDataParserConfig
 from nerfseg_plugin.data.dataset import (
@@ -22,16 +22,36 @@ from nerfseg_plugin.data.dataset import (
     RssegDataset,
 )
 from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.interactive.corrections import CorrectionStore
+from nerfseg_plugin.interactive.regions import RegionConfig
 from nerfseg_plugin.pseudolabels.cache import resolve_pseudo_label_dir
 
 SEMANTIC_BATCH_KEYS = (SEMANTIC_LABELS, SEMANTIC_MASK, SEMANTIC_GT, PSEUDO_LABELS, PSEUDO_WEIGHTS)
 
 
 def pseudo_label_folder(config: RssegFullImageDatamanagerConfig | RssegRayDatamanagerConfig) -> Path | None:
-    """The explicit folder if given, else the cached set that ``config.pseudo_labels`` selects (validated)."""
+    """The explicit folder if given, else the set ``generate_pseudo_labels`` makes (or finds valid in the cache),
+    else the cached set that ``config.pseudo_labels`` selects (validated)."""
     if config.pseudo_label_dir is not None:
         return config.pseudo_label_dir
+    if config.generate_pseudo_labels is not None and config.pseudo_labels != "off":
+        from nerfseg_plugin.pseudolabels.cli import PseudoLabelConfig
+        from nerfseg_plugin.pseudolabels.pipeline import generate_pseudo_labels
+
+        method = config.generate_pseudo_labels
+        return generate_pseudo_labels(PseudoLabelConfig(data=config.dataparser.data, method=method, score=False))
     return resolve_pseudo_label_dir(config.dataparser.data, config.pseudo_labels)
+
+
+def with_corrections(dataset: RssegDataset, enabled: bool) -> RssegDataset:
+    """Merge the scene's stored click corrections (SCENE/corrections/) into the training dataset's labels."""
+    if enabled:
+        semantics = dataset.semantics
+        store = CorrectionStore.for_scene(semantics.scene_dir, semantics.label_space.num_classes)
+        changed = dataset.set_corrections(store.merged())
+        if changed:
+            CONSOLE.print(f"Using {len(store.corrections)} corrections of {len(changed)} views from {store.directory}")
+    return dataset
 
 
 def ratio_epoch(labeled: list[int], others: list[int], ratio: tuple[int, int], rng: random.Random) -> list[int]:
@@ -74,6 +94,13 @@ class RssegFullImageDatamanagerConfig(FullImageDatamanagerConfig):
     be valid. Generate sets with rsseg-pseudo-labels."""
     pseudo_label_dir: Path | None = None
     """An explicit pseudo-label folder; overrides pseudo_labels."""
+    generate_pseudo_labels: Literal["vote", "sam2+vote"] | None = None
+    """Before training, generate this pseudo-label set (default settings; sam2+vote with superpixel regions) unless
+    a valid cache exists, and train with it. The SAM2 path needs a checkpoint: run rsseg-pseudo-labels for it."""
+    corrections: bool = True
+    """Train with the click corrections stored in SCENE/corrections/ (made in the viewer; see the README)."""
+    correction_region: RegionConfig = field(default_factory=RegionConfig)
+    """How a viewer click becomes a labeled region (flood fill, or SAM2 with a local checkpoint)."""
     cache_images: Literal["cpu", "gpu"] = "gpu"
     """Where cached images live. "gpu" means the model's device (the CPU on CPU-only machines); "cpu" pins host
     memory, which needs CUDA."""
@@ -85,9 +112,10 @@ class RssegFullImageDatamanager(FullImageDatamanager[RssegDataset]):
     config: RssegFullImageDatamanagerConfig
 
     def create_train_dataset(self) -> RssegDataset:
-        return RssegDataset(
+        dataset = RssegDataset(
             self.train_dataparser_outputs, self.config.camera_res_scale_factor, pseudo_label_folder(self.config)
         )
+        return with_corrections(dataset, self.config.corrections)
 
     def create_eval_dataset(self) -> RssegDataset:
         return RssegDataset(
@@ -98,7 +126,7 @@ class RssegFullImageDatamanager(FullImageDatamanager[RssegDataset]):
         dataset = self.train_dataset
         if not hasattr(self, "_ratio_rng"):
             self._ratio_rng = random.Random(self.config.train_cameras_sampling_seed)
-        labeled = dataset.semantics.labeled_indices
+        labeled = dataset.supervised_indices
         others = [i for i in range(len(dataset)) if i not in set(labeled)]
         return ratio_epoch(labeled, others, self.config.labeled_view_ratio, self._ratio_rng)
 
@@ -119,9 +147,20 @@ class RssegFullImageDatamanager(FullImageDatamanager[RssegDataset]):
                         data[key] = data[key].to(self.device)
         return cached
 
-    @cached_property
+    @property
     def labeled_train_indices(self) -> list[int]:
-        return self.train_dataset.semantics.labeled_indices
+        return self.train_dataset.supervised_indices
+
+    def refresh_semantic_supervision(self, indices: list[int]) -> None:
+        """Re-read the semantic keys of cached training views after their corrections changed, and draw those
+        views next, so training uses a new correction right away."""
+        for index in indices:
+            cached = self.cached_train[index]
+            fresh = self.train_dataset.get_metadata({"image_idx": index, "image": cached["image"]})
+            for key in SEMANTIC_BATCH_KEYS:
+                if key in fresh:
+                    cached[key] = fresh[key].to(cached[key].device if key in cached else "cpu")
+        self.train_unseen_cameras = [*indices, *(i for i in self.train_unseen_cameras if i not in indices)]
 
 
 @dataclass
@@ -136,6 +175,13 @@ class RssegRayDatamanagerConfig(VanillaDataManagerConfig):
     """Pseudo-labels to train with: "auto", "off", or a method name (see the full-image datamanager)."""
     pseudo_label_dir: Path | None = None
     """An explicit pseudo-label folder; overrides pseudo_labels."""
+    generate_pseudo_labels: Literal["vote", "sam2+vote"] | None = None
+    """Before training, generate this pseudo-label set (default settings; sam2+vote with superpixel regions) unless
+    a valid cache exists, and train with it. The SAM2 path needs a checkpoint: run rsseg-pseudo-labels for it."""
+    corrections: bool = True
+    """Train with the click corrections stored in SCENE/corrections/ (made in the viewer; see the README)."""
+    correction_region: RegionConfig = field(default_factory=RegionConfig)
+    """How a viewer click becomes a labeled region (flood fill, or SAM2 with a local checkpoint)."""
 
 
 class RssegRayDatamanager(VanillaDataManager[RssegDataset]):
@@ -144,11 +190,24 @@ class RssegRayDatamanager(VanillaDataManager[RssegDataset]):
     config: RssegRayDatamanagerConfig
 
     def create_train_dataset(self) -> RssegDataset:
-        return RssegDataset(
+        dataset = RssegDataset(
             self.dataparser.get_dataparser_outputs(split="train"),
             self.config.camera_res_scale_factor,
             pseudo_label_folder(self.config),
         )
+        return with_corrections(dataset, self.config.corrections)
+
+    def refresh_semantic_supervision(self, indices: list[int]) -> None:
+        """Re-read the semantic keys of the cached image batch after the corrections of ``indices`` changed."""
+        batch = getattr(getattr(self, "train_image_dataloader", None), "cached_collated_batch", None)
+        if batch is None:  # not cached (images are re-read from the dataset on each resample)
+            return
+        for row, index in enumerate(batch["image_idx"].tolist()):
+            if index in indices:
+                fresh = self.train_dataset.get_metadata({"image_idx": index, "image": batch["image"][row]})
+                for key in SEMANTIC_BATCH_KEYS:
+                    if key in fresh and key in batch:
+                        batch[key][row] = fresh[key].to(batch[key].device)
 
     def create_eval_dataset(self) -> RssegDataset:
         return RssegDataset(

@@ -14,6 +14,8 @@ from nerfseg_plugin.data.dataparser import SEMANTICS_METADATA_KEY, SemanticFrame
 from nerfseg_plugin.data.scene_validation import read_label_map
 from nerfseg_plugin.pseudolabels.files import load_pseudo_label
 
+NO_CORRECTION = 255
+"""Value of a correction label map outside its corrected region (``nerfseg_plugin.interactive.corrections``)."""
 SEMANTIC_LABELS = "semantic_labels"
 """Supervision labels ``[H, W]`` int64 on train frames (ignore index where unlabeled)."""
 SEMANTIC_MASK = "semantic_mask"
@@ -44,6 +46,22 @@ class RssegDataset(InputDataset):
         super().__init__(dataparser_outputs, scale_factor)
         self.semantics: SemanticFrames = dataparser_outputs.metadata[SEMANTICS_METADATA_KEY]
         self.pseudo_label_dir = pseudo_label_dir
+        self.corrections: dict[int, np.ndarray] = {}
+        """Clicked corrections per frame index, ``[H, W]`` uint8 (NO_CORRECTION outside the corrected regions)."""
+
+    def set_corrections(self, by_stem: dict[str, np.ndarray]) -> list[int]:
+        """Replace the corrections (keyed by image stem, as the store keeps them); returns the frame indices whose
+        supervision changed. Corrections of frames outside this split are left out."""
+        index_of = {Path(name).stem: i for i, name in enumerate(self.image_filenames)}
+        new = {index_of[stem]: labels for stem, labels in by_stem.items() if stem in index_of}
+        changed = sorted(set(new) | set(self.corrections))
+        self.corrections = new
+        return changed
+
+    @property
+    def supervised_indices(self) -> list[int]:
+        """Frames with labels: labeled views plus views that received corrections."""
+        return sorted(set(self.semantics.labeled_indices) | set(self.corrections))
 
     @property
     def ignore_index(self) -> int:
@@ -64,6 +82,9 @@ class RssegDataset(InputDataset):
         if evaluation_path is not None:
             metadata[SEMANTIC_GT] = self._label_tensor(evaluation_path, height, width)
         labels = self._label_tensor(supervision_path, height, width)
+        corrected = self._corrected_pixels(index, height, width)
+        if corrected is not None:  # a user's correction overrides the label map and any pseudo-label there
+            labels = torch.where(corrected != NO_CORRECTION, corrected, labels)
         metadata[SEMANTIC_LABELS] = labels
         metadata[SEMANTIC_MASK] = labels != self.ignore_index
         pseudo = None
@@ -76,7 +97,17 @@ class RssegDataset(InputDataset):
         else:
             metadata[PSEUDO_LABELS] = torch.full((height, width), self.ignore_index, dtype=torch.long)
             metadata[PSEUDO_WEIGHTS] = torch.zeros((height, width), dtype=torch.float32)
+        if corrected is not None:
+            metadata[PSEUDO_WEIGHTS] = torch.where(corrected != NO_CORRECTION, 0.0, metadata[PSEUDO_WEIGHTS])
         return metadata
+
+    def _corrected_pixels(self, index: int, height: int, width: int) -> torch.Tensor | None:
+        if index not in self.corrections:
+            return None
+        labels = self.corrections[index]
+        if labels.shape != (height, width):  # made at another resolution (e.g. another camera scale factor)
+            labels = np.asarray(Image.fromarray(labels).resize((width, height), resample=Image.Resampling.NEAREST))
+        return torch.from_numpy(labels.astype(np.int64))
 
     def has_pseudo_label(self, index: int) -> bool:
         if self.pseudo_label_dir is None or self.semantics.supervision_paths[index] is not None:

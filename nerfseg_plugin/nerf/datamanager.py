@@ -42,8 +42,8 @@ class SemanticPixels:
 
     @classmethod
     def from_dataset(cls, dataset: RssegDataset, device: torch.device | str) -> SemanticPixels:
-        labeled = dataset.semantics.labeled_indices
-        pseudo = [i for i in range(len(dataset)) if dataset.has_pseudo_label(i)]
+        labeled = dataset.supervised_indices
+        pseudo = [i for i in range(len(dataset)) if dataset.has_pseudo_label(i) and i not in set(labeled)]
         frames = labeled + pseudo
         if not frames:
             raise ValueError("no training frame has a semantic_path (or a pseudo-label): stage 2 cannot train")
@@ -104,6 +104,10 @@ class RssegNerfDatamanager(RssegRayDatamanager):
     def semantic_pixels(self) -> SemanticPixels:
         """Built on first use, so stage 1 holds no second copy of the labeled frames."""
         return SemanticPixels.from_dataset(self.train_dataset, self.device)
+
+    def refresh_semantic_supervision(self, indices: list[int]) -> None:
+        super().refresh_semantic_supervision(indices)
+        self.__dict__.pop("semantic_pixels", None)  # rebuilt with the new corrections on the next stage-2 batch
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> list:
         callbacks = list(super().get_training_callbacks(training_callback_attributes))

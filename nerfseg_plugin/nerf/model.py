@@ -28,6 +28,7 @@ from nerfseg_plugin.nerf.datamanager import PIXEL_RGB
 from nerfseg_plugin.nerf.semantic_branch import SemanticBranch
 from nerfseg_plugin.semantics.model_mixin import SemanticModelMixin
 from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS
+from nerfseg_plugin.viewer.semantic_panel import SemanticViewerMixin
 
 SEMANTIC_FEATURES = "semantic_features"
 """Rendered semantic feature S_s(r), ``[..., C]`` (evaluation outputs): lets a captured view's own pixel colours
@@ -124,7 +125,7 @@ def expose_hash_encoding(density_network: MLPWithHashEncoding) -> HashEncoding:
     return encoding
 
 
-class RssegNerfModel(SemanticModelMixin, NerfactoModel):
+class RssegNerfModel(SemanticViewerMixin, SemanticModelMixin, NerfactoModel):
     """nerfacto + the semantic stage of paper 000 (Seg-MLP, ray convolution, colour radiance, F2S / C2S)."""
 
     config: RssegNerfModelConfig
@@ -133,6 +134,7 @@ class RssegNerfModel(SemanticModelMixin, NerfactoModel):
         with offline_lpips():
             super().populate_modules()
         label_space = self.setup_label_space()
+        self.setup_semantic_viewer()
         cfg = self.config
         encoding = expose_hash_encoding(self.field.mlp_base) if cfg.seg_mlp_input == "encoding+geo" else None
         encoding_dim = encoding.get_out_dim() if encoding is not None else 0

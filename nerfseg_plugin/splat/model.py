@@ -27,6 +27,7 @@ from nerfseg_plugin.splat.appearance import gaussian_colors
 from nerfseg_plugin.splat.config import RssegSplatModelConfig
 from nerfseg_plugin.splat.initialization import gaussians_from_points
 from nerfseg_plugin.splat.rasterization import rasterize, resolve_backend
+from nerfseg_plugin.viewer.semantic_panel import SemanticViewerMixin
 
 SEMANTIC_FEATURES = "semantic_features"
 """Per-Gaussian feature parameter name, and the rendered ``[H, W, C]`` feature map in training outputs."""
@@ -41,7 +42,7 @@ def resize_nearest(labels: Tensor, height: int, width: int) -> Tensor:
     return resized.to(labels.dtype)
 
 
-class RssegSplatModel(SemanticModelMixin, SplatfactoModel):
+class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
     """Splatfacto with semantic features; see RssegSplatModelConfig for every switch."""
 
     config: RssegSplatModelConfig
@@ -65,6 +66,7 @@ class RssegSplatModel(SemanticModelMixin, SplatfactoModel):
         features = 0.01 * torch.randn(num_points, self.config.semantic_feature_dim)  # ~uniform class scores
         self.gauss_params[SEMANTIC_FEATURES] = nn.Parameter(features)
         label_space = self.setup_label_space()
+        self.setup_semantic_viewer()
         self.semantic_decoder = SemanticDecoder(
             self.config.semantic_feature_dim,
             label_space.num_classes,

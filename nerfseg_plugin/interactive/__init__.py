@@ -1,0 +1,1 @@
+"""Click-to-correct: regions around a click, the on-disk corrections store, live application and simulated clicks."""
