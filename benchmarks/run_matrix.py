@@ -53,6 +53,7 @@ ABLATIONS: dict[str, dict[str, str]] = {
         "no-pseudo-labels": NO_PSEUDO_LABELS,
         "no-aggregation-2d": "--pipeline.model.aggregation-2d-weight 0",
         "no-aggregation-3d": "--pipeline.model.aggregation-3d-weight 0",
+        "semantics-move-geometry": "--pipeline.model.semantic-geometry-gradients True",
         "labels-only": "--pipeline.model.aggregation-2d-weight 0 --pipeline.model.aggregation-3d-weight 0 "
         "--pipeline.model.pseudo-label-loss-weight 0",
     },
@@ -282,6 +283,10 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+def _decibels(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
 def _seconds(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}" if value >= 1 else f"{value:.3f}"
 
@@ -292,12 +297,13 @@ def markdown(records: list[dict], command: str, machine: dict, pseudo_scores: li
         f"Machine: {machine['cpu_count']} CPUs, load {machine['load_average']}, CUDA {machine['cuda']}; "
         f"{machine['date']}",
         "",
-        "| scene | method | ablation | mIoU | total acc | avg acc | view consistency (GT) | train (s) | s / view |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| scene | method | ablation | mIoU | total acc | avg acc | view consistency (GT) | RGB PSNR | train (s) "
+        "| s / view |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
         if r["status"] != "ok":
-            lines.append(f"| {r['scene']} | {r['method']} | {r['ablation']} | {r['status'].splitlines()[0]} |||||")
+            lines.append(f"| {r['scene']} | {r['method']} | {r['ablation']} | {r['status'].splitlines()[0]} ||||||")
             continue
         m = r["report"]
         consistency = m.get("view_consistency") or {}
@@ -305,7 +311,8 @@ def markdown(records: list[dict], command: str, machine: dict, pseudo_scores: li
         lines.append(
             f"| {r['scene']} | {r['method']} | {r['ablation']} | {_pct(m['miou'])} | {_pct(m['total_accuracy'])} | "
             f"{_pct(m['average_accuracy'])} | {_pct(consistency.get('consistent_share'))} "
-            f"({_pct(reference.get('consistent_share'))}) | {_seconds(m.get('train_time_s'))} | "
+            f"({_pct(reference.get('consistent_share'))}) | {_decibels(m.get('rgb_psnr'))} | "
+            f"{_seconds(m.get('train_time_s'))} | "
             f"{_seconds(m['render_time_per_view']['mean_s'])} |"
         )
     if pseudo_scores:

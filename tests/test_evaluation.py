@@ -156,6 +156,7 @@ def test_pipeline_pass_reports_the_same_numbers_as_ns_eval(tiny_scene: Path) -> 
         ns_eval["total_accuracy"]
     )
     assert ours.num_pixels == ns_eval["num_semantic_pixels"]
+    assert rendered.mean_psnr == pytest.approx(ns_eval["psnr"], abs=1e-3)  # the RGB side of the report too
     assert len(rendered.seconds_per_view) == len(pipeline.datamanager.eval_dataset) == len(rendered.views)
     points = sparse_points(pipeline)
     assert points is not None and len(points) > 100

@@ -109,6 +109,7 @@ class EvaluateRun:
                 "checkpoint": str(checkpoint),
                 "step": int(step),
                 "device": str(pipeline.device),
+                "rgb_psnr": rendered.mean_psnr,
             },
             title=f"{config.method_name} ({config.experiment_name})",
         )

@@ -40,6 +40,12 @@ class RenderedViews:
     """``[H, W]`` float32 rendered z-depth of those views (None when the model renders no depth)."""
     ground_truth_maps: list[np.ndarray | None] = field(default_factory=list)
     """``[H, W]`` ground-truth labels of those views (None for views without ground truth)."""
+    psnr_per_view: dict[str, float] = field(default_factory=dict)
+    """RGB PSNR (dB) of each scored view against its image: shows whether semantic training cost geometry."""
+
+    @property
+    def mean_psnr(self) -> float | None:
+        return float(np.mean(list(self.psnr_per_view.values()))) if self.psnr_per_view else None
 
 
 def depth_convention(model: torch.nn.Module) -> DepthConvention:
@@ -61,6 +67,15 @@ def _render(model: torch.nn.Module, camera, device) -> tuple[dict[str, torch.Ten
     outputs = model.get_outputs_for_camera(camera=camera)
     _synchronise(device)
     return outputs, time.perf_counter() - started
+
+
+def rgb_psnr(rendered: torch.Tensor, image: torch.Tensor) -> float:
+    """PSNR in dB of a rendered ``[H, W, 3]`` image in [0, 1] against the captured one (alpha channel dropped)."""
+    image = image[..., :3].to(rendered)
+    if image.shape != rendered.shape:
+        raise ValueError(f"image {tuple(image.shape)} does not match the render {tuple(rendered.shape)}")
+    mse = torch.mean((rendered.clamp(0, 1) - image) ** 2).clamp(min=1e-10)
+    return float(-10.0 * torch.log10(mse))
 
 
 def render_pipeline_views(pipeline, keep_views: Literal["none", "eval", "all"] = "eval") -> RenderedViews:
@@ -93,6 +108,8 @@ def render_pipeline_views(pipeline, keep_views: Literal["none", "eval", "all"] =
         if SEMANTIC_GT in batch:
             result.confusion.update(labels, batch[SEMANTIC_GT])
             result.seconds_per_view[stem] = seconds
+            if "image" in batch and "rgb" in outputs:
+                result.psnr_per_view[stem] = rgb_psnr(outputs["rgb"], batch["image"])
         if keep_views != "none":
             keep(camera, outputs, labels, batch.get(SEMANTIC_GT))
     if keep_views == "all":

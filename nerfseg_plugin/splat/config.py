@@ -30,8 +30,9 @@ class RssegSplatModelConfig(SplatfactoModelConfig):
     decoder_num_layers: int = 1
     """Layers of the per-pixel decoder (1 with hidden_dim 0)."""
     semantic_geometry_gradients: bool = False
-    """Let semantic losses move Gaussians (positions, shapes, opacities). Off by default: features are then
-    composited in a second pass over detached geometry, so a few labeled views cannot distort the geometry that
+    """Let semantic losses move Gaussians (positions, shapes, opacities). Off by default: the features' gradients
+    stop at the geometry (gsplat: a second pass over detached geometry; CPU backend: one pass whose backward leaves
+    the feature channels out of the geometry gradients), so a few labeled views cannot distort the geometry that
     every view's RGB supports (README: "Semantic schedule")."""
     semantic_start_step: int = 0
     """Step from which semantic losses apply (the features are trained on the current geometry)."""
