@@ -68,6 +68,8 @@ rsseg_splat_lite = MethodSpecification(
                 warmup_length=200,
                 refine_every=100,
                 stop_split_at=1000,
+                # 10 x refine_every = 1000 = stop_split_at, where gsplat stops refining: no opacity reset after
+                # step 0 in a 1.5k-step run (a reset this late would leave too few steps to recover).
                 reset_alpha_every=10,
                 aggregation_2d_anchors=512,
                 aggregation_2d_candidates=2048,

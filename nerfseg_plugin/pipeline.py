@@ -16,7 +16,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from nerfseg_plugin.export.label_maps import write_label_maps
+from nerfseg_plugin.export.label_maps import LabelView, write_label_maps
 from nerfseg_plugin.semantics.model_mixin import SemanticModelMixin, semantic_metrics_dict
 
 SEMANTIC_SUMMARY_KEYS = ("miou", "total_accuracy", "average_accuracy")
@@ -85,7 +85,7 @@ class RssegPipeline(VanillaPipeline):
             writer.write_out_storage()
         dataset = self.datamanager.eval_dataset
         views = (
-            (Path(name).stem, dataset.cameras[i : i + 1].to(self.device))
+            LabelView(Path(name).stem, dataset.cameras[i : i + 1].to(self.device), dataset.get_image_float32(i))
             for i, name in enumerate(dataset.image_filenames)
         )
         self.eval()

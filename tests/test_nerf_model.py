@@ -13,8 +13,11 @@ import torch.nn.functional as F
 from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
 from nerfstudio.field_components.encodings import HashEncoding
 from nerfstudio.field_components.mlp import MLPWithHashEncoding
+from PIL import Image
 
 from nerfseg_plugin.data.dataset import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_LABELS
+from nerfseg_plugin.evaluation.render import render_pipeline_views
+from nerfseg_plugin.export.label_maps import LabelView, write_label_maps
 from nerfseg_plugin.method_configs.nerf_methods import rsseg_nerf, rsseg_nerf_lite
 from nerfseg_plugin.nerf.datamanager import PIXEL_RGB, RssegNerfDatamanagerConfig
 from nerfseg_plugin.nerf.model import expose_hash_encoding
@@ -229,12 +232,24 @@ def test_outputs_contract_and_pixel_colour_fusion(two_stage_run) -> None:
     assert 0.0 <= metrics["miou"] <= 1.0 and "psnr" in metrics and "semantics" in images
 
 
-def test_dataset_level_evaluation(two_stage_run) -> None:
+def test_dataset_level_evaluation(two_stage_run, tmp_path: Path) -> None:
     pipeline, *_ = two_stage_run
     loader = FixedIndicesEvalDataloader(pipeline.datamanager.eval_dataset, image_indices=(0, 1), device="cpu")
     metrics = pipeline.get_average_image_metrics(loader, image_prefix="eval")
     height, width = pipeline.datamanager.eval_dataset[0]["image"].shape[:2]
     assert 0.0 <= metrics["miou"] <= 1.0 and 0 < metrics["num_semantic_pixels"] <= 2 * height * width
+    # rsseg-eval and the label maps of captured views read the pixel colour too, as ns-eval's metrics do
+    pipeline.eval()
+    rendered = render_pipeline_views(pipeline, "none")
+    all_views = pipeline.get_average_eval_image_metrics()
+    assert rendered.confusion.compute().miou == pytest.approx(all_views["miou"])
+    dataset = pipeline.datamanager.eval_dataset
+    image = dataset.get_image_float32(0)
+    view = LabelView("view", dataset.cameras[0:1], image)
+    write_label_maps(pipeline.model, [view], pipeline.model.label_space, tmp_path, min_coverage=0.0)
+    written = np.asarray(Image.open(tmp_path / "labels" / "view.png"))
+    fused = pipeline.model.render_view(dataset.cameras[0:1], image)
+    assert (written == fused[SEMANTIC_LOGITS].argmax(-1).numpy()).all()
 
 
 def test_semantic_rays_mix_pseudo_labeled_frames(tiny_scene: Path, tmp_path: Path) -> None:

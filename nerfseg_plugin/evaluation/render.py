@@ -2,7 +2,8 @@
 the evaluation views, their render times, and (for the view-consistency score) label and z-depth maps.
 
 The evaluation views are iterated exactly as nerfstudio's ``get_average_image_metrics`` does (its
-``FixedIndicesEvalDataloader``, the model's ``get_outputs_for_camera``, arg-max of the ``semantics`` logits against
+``FixedIndicesEvalDataloader``, the model's outputs for the camera given the view's image (``render_view``, which
+rsseg-nerf's pixel-colour branch reads as its metrics do), arg-max of the ``semantics`` logits against
 ``semantic_gt``), so ``rsseg-eval`` and ``ns-eval`` report the same mIoU.
 """
 
@@ -61,10 +62,10 @@ def _synchronise(device: torch.device | str) -> None:
 
 
 @torch.no_grad()
-def _render(model: torch.nn.Module, camera, device) -> tuple[dict[str, torch.Tensor], float]:
+def _render(model: torch.nn.Module, camera, device, image=None) -> tuple[dict[str, torch.Tensor], float]:
     _synchronise(device)
     started = time.perf_counter()
-    outputs = model.get_outputs_for_camera(camera=camera)
+    outputs = model.render_view(camera, image)
     _synchronise(device)
     return outputs, time.perf_counter() - started
 
@@ -103,7 +104,7 @@ def render_pipeline_views(pipeline, keep_views: Literal["none", "eval", "all"] =
     for index, (camera, batch) in zip(loader.image_indices, loader, strict=True):
         stem = Path(eval_dataset.image_filenames[index]).stem
         stems.add(stem)
-        outputs, seconds = _render(model, camera, pipeline.device)
+        outputs, seconds = _render(model, camera, pipeline.device, batch.get("image"))
         labels = predicted_labels(outputs[SEMANTIC_LOGITS])
         if SEMANTIC_GT in batch:
             result.confusion.update(labels, batch[SEMANTIC_GT])
@@ -117,7 +118,8 @@ def render_pipeline_views(pipeline, keep_views: Literal["none", "eval", "all"] =
         cameras = train_dataset.cameras.to(pipeline.device)
         for index, name in enumerate(train_dataset.image_filenames):
             if Path(name).stem not in stems:  # transductive: evaluation views are training views too
-                outputs, _ = _render(model, cameras[index : index + 1], pipeline.device)
+                image = train_dataset.get_image_float32(index).to(pipeline.device)
+                outputs, _ = _render(model, cameras[index : index + 1], pipeline.device, image)
                 keep(cameras[index : index + 1], outputs, predicted_labels(outputs[SEMANTIC_LOGITS]), None)
     return result
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -11,10 +13,11 @@ import tyro
 from nerfstudio.cameras.camera_paths import get_path_from_json
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor
 
 from nerfseg_plugin.errors import SceneFormatError
 from nerfseg_plugin.export.gaussians_ply import write_labeled_gaussians
-from nerfseg_plugin.export.label_maps import write_label_maps
+from nerfseg_plugin.export.label_maps import LabelView, write_label_maps
 
 
 @dataclass
@@ -52,28 +55,31 @@ class ExportLabels:
             count = write_labeled_gaussians(model, self.output_dir / "gaussians.ply")
             CONSOLE.print(f"[bold green]Wrote {count} labeled Gaussians to {self.output_dir / 'gaussians.ply'}")
 
-    def _views(self, pipeline) -> list[tuple[str, Cameras]]:
+    def _views(self, pipeline) -> list[tuple[str, Cameras, Callable[[], Tensor] | None]]:
+        """(stem, camera, reader of the view's captured image or None) per view to label."""
         if self.camera_path is not None:
             try:
                 cameras = get_path_from_json(json.loads(self.camera_path.read_text()))
             except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise SceneFormatError(self.camera_path, f"not a nerfstudio camera path: {err}") from None
-            return [(f"frame_{i:05d}", cameras[i : i + 1]) for i in range(len(cameras))]
+            return [(f"frame_{i:05d}", cameras[i : i + 1], None) for i in range(len(cameras))]
         datasets = {
             "eval": [pipeline.datamanager.eval_dataset],
             "train": [pipeline.datamanager.train_dataset],
             "all": [pipeline.datamanager.train_dataset, pipeline.datamanager.eval_dataset],
         }[self.split]
-        views: dict[str, Cameras] = {}
+        views: dict[str, tuple[Cameras, Callable[[], Tensor]]] = {}
         for dataset in datasets:
             for index, filename in enumerate(dataset.image_filenames):
-                views.setdefault(Path(filename).stem, dataset.cameras[index : index + 1])
-        return sorted(views.items())
+                reader = partial(dataset.get_image_float32, index)
+                views.setdefault(Path(filename).stem, (dataset.cameras[index : index + 1], reader))
+        return [(stem, camera, reader) for stem, (camera, reader) in sorted(views.items())]
 
 
-def _on_device(views: list[tuple[str, Cameras]], device):
-    for stem, camera in views:
-        yield stem, camera.to(device)
+def _on_device(views: list[tuple[str, Cameras, Callable[[], Tensor] | None]], device) -> Iterator[LabelView]:
+    """Views moved to the device one at a time, images read as they are rendered."""
+    for stem, camera, read_image in views:
+        yield LabelView(stem, camera.to(device), None if read_image is None else read_image().to(device))
 
 
 def entrypoint() -> None:

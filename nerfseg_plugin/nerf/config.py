@@ -57,4 +57,5 @@ class RssegNerfModelConfig(NerfactoModelConfig):
     """Weight of the C2S cross-entropy (L_c, eq. 7); it applies to labeled and pseudo-labeled rays alike."""
     pseudo_label_weight: float = 0.5
     """Weight of the cross-entropy on pseudo-labeled rays (confidence-weighted inside the boundary mask), relative
-    to labeled rays; only used when the datamanager has a pseudo_label_dir. 0 disables it."""
+    to labeled rays; used whenever the datamanager has a pseudo-label set (a cached set picked by
+    --pipeline.datamanager.pseudo-labels, or pseudo_label_dir). 0 disables it."""

@@ -90,7 +90,7 @@ class RssegNerfDatamanagerConfig(RssegRayDatamanagerConfig):
     num_semantic_rays_per_batch: int = 1024
     """Rays per stage-2 step, all from supervised pixels."""
     pseudo_ray_fraction: float = 0.5
-    """Share of the stage-2 rays drawn from pseudo-labeled frames, when a pseudo_label_dir gives some."""
+    """Share of the stage-2 rays drawn from pseudo-labeled frames, when a pseudo-label set is in use."""
 
 
 class RssegNerfDatamanager(RssegRayDatamanager):

@@ -217,6 +217,12 @@ class RssegNerfModel(SemanticViewerMixin, SemanticModelMixin, NerfactoModel):
         logits, _ = self.semantic_branch.classify(rendered, image[..., :3].to(rendered))
         return self.semantic_outputs(logits)
 
+    def render_view(self, camera, image: Float[Tensor, "H W C"] | None = None) -> dict[str, Tensor]:
+        outputs = super().render_view(camera)
+        if image is not None and self.config.colour_input == "pixel":
+            outputs.update(self.fuse_pixel_colour(outputs, image))
+        return outputs
+
     # --- losses and metrics -----------------------------------------------------------------------------------
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> dict[str, Tensor]:
         if not (self.training and self.geometry_frozen):

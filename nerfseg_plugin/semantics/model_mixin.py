@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from jaxtyping import Float
+from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor
 
 from nerfseg_plugin.data.dataparser import SEMANTICS_METADATA_KEY
@@ -37,6 +38,11 @@ class SemanticModelMixin:
         self.label_space = metadata[SEMANTICS_METADATA_KEY].label_space
         self._evaluation_confusion: ConfusionMatrix | None = None
         return self.label_space
+
+    def render_view(self, camera: Cameras, image: Float[Tensor, "H W C"] | None = None) -> dict[str, Tensor]:
+        """Outputs for one camera. ``image``: the captured view's own image when there is one (evaluation, label
+        maps of dataset views); models whose semantics read the pixel colour use it (rsseg-nerf's colour branch)."""
+        return self.get_outputs_for_camera(camera)  # type: ignore[attr-defined]
 
     @property
     def class_colors(self) -> Float[Tensor, "K 3"]:
