@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor
 
 from nerfseg_plugin.evaluation.render import depth_convention
 from nerfseg_plugin.interactive.corrections import Correction, CorrectionStore
 from nerfseg_plugin.interactive.regions import RegionConfig, Sam2PointPrompter, derive_region, load_prompter
+from nerfseg_plugin.pseudolabels.geometry import inside_image, project, views_from_cameras
 from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS
 
 OCCLUSION_TOLERANCE = 0.05
@@ -43,17 +43,6 @@ def pixel_ray(camera: Cameras, x: float, y: float) -> tuple[Tensor, Tensor, Tens
     )
     direction = c2w[:, :3] @ local
     return c2w[:, 3], direction / direction.norm(), -c2w[:, 2]
-
-
-def project(cameras: Cameras, point: Float[Tensor, "3"]) -> tuple[Tensor, Tensor, Tensor]:
-    """Pixel x, y and depth (along the optical axis) of ``point`` in every camera (OpenGL: looking down -z)."""
-    c2w = cameras.camera_to_worlds.float().cpu()
-    local = torch.einsum("nji,nj->ni", c2w[:, :, :3], point[None] - c2w[:, :, 3])
-    depth = -local[:, 2]
-    safe = torch.where(depth.abs() > 1e-8, depth, torch.full_like(depth, 1e-8))
-    x = cameras.cx.squeeze(-1).cpu() + cameras.fx.squeeze(-1).cpu() * local[:, 0] / safe
-    y = cameras.cy.squeeze(-1).cpu() - cameras.fy.squeeze(-1).cpu() * local[:, 1] / safe
-    return x, y, depth
 
 
 class CorrectionSession:
@@ -140,9 +129,11 @@ class CorrectionSession:
         distance = depth / float(direction @ forward) if z_depth else depth
         point = origin + distance * direction
         cameras = self.dataset.cameras
-        xs, ys, depths = project(cameras, point)
-        widths, heights = cameras.width.squeeze(-1).cpu(), cameras.height.squeeze(-1).cpu()
-        inside = (depths > 0) & (xs >= 0) & (ys >= 0) & (xs < widths) & (ys < heights)
+        views = views_from_cameras(cameras.to("cpu"))  # the pinhole model the pseudo-label vote projects with
+        projected = [project(view, point[None]) for view in views]
+        xs, ys = (torch.stack([uv[0, axis] for uv, _ in projected]) for axis in (0, 1))
+        depths = torch.stack([z[0] for _, z in projected])
+        inside = torch.stack([inside_image(view, uv, z)[0] for view, (uv, z) in zip(views, projected, strict=True)])
         if not inside.any():
             raise ValueError("no training camera sees the clicked point")
         centres = cameras.camera_to_worlds[:, :, 3].float().cpu()
