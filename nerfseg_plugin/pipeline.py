@@ -16,7 +16,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from nerfseg_plugin.export.label_maps import LabelView, write_label_maps
+from nerfseg_plugin.export.label_maps import save_label_map
 from nerfseg_plugin.semantics.model_mixin import SemanticModelMixin, semantic_metrics_dict
 
 SEMANTIC_SUMMARY_KEYS = ("miou", "total_accuracy", "average_accuracy")
@@ -38,12 +38,13 @@ class RssegPipeline(VanillaPipeline):
     """Adds dataset-level mIoU / accuracies / per-class IoU to nerfstudio's evaluation (ns-eval, training evals)."""
 
     config: RssegPipelineConfig
+    _keep_label_maps: bool = False
 
     def get_average_image_metrics(self, data_loader, image_prefix, step=None, output_path=None, get_std=False):
         model = self.model
         if not isinstance(model, SemanticModelMixin):
             return super().get_average_image_metrics(data_loader, image_prefix, step, output_path, get_std)
-        model.start_semantic_evaluation()
+        model.start_semantic_evaluation(keep_label_maps=self._keep_label_maps)
         try:
             metrics = super().get_average_image_metrics(data_loader, image_prefix, step, output_path, get_std)
         finally:
@@ -78,21 +79,19 @@ class RssegPipeline(VanillaPipeline):
     def write_semantic_report(self, output_dir: Path, step: int | None = None) -> dict:
         """Metrics over all eval views (metrics.json) and their label maps; prints where they are."""
         output_dir.mkdir(parents=True, exist_ok=True)
-        metrics = self.get_average_eval_image_metrics(step=step)
+        self._keep_label_maps = True  # one render per view serves the metrics and the label maps
+        try:
+            metrics = self.get_average_eval_image_metrics(step=step)
+        finally:
+            self._keep_label_maps = False
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if step is not None:  # tensorboard / wandb, under nerfstudio's name for all-image evaluations
             writer.put_dict(name="Eval Images Metrics Dict (all images)", scalar_dict=metrics, step=step)
             writer.write_out_storage()
-        dataset = self.datamanager.eval_dataset
-        views = (
-            LabelView(Path(name).stem, dataset.cameras[i : i + 1].to(self.device), dataset.get_image_float32(i))
-            for i, name in enumerate(dataset.image_filenames)
-        )
-        self.eval()
-        try:
-            write_label_maps(self.model, views, self.model.label_space, output_dir)
-        finally:
-            self.train()
+        dataset, label_space = self.datamanager.eval_dataset, self.model.label_space
+        for index, labels in sorted(self.model.take_label_maps().items()):
+            save_label_map(output_dir, Path(dataset.image_filenames[index]).stem, labels, label_space)
+        label_space.save(output_dir / "classes.json")
         summary = ", ".join(f"{k} {metrics[k]:.3f}" for k in SEMANTIC_SUMMARY_KEYS if k in metrics)
         CONSOLE.print(f"[bold green]Semantic report ({summary})")
         CONSOLE.print(f"[bold green]  metrics:    {output_dir / 'metrics.json'}")

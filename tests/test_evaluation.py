@@ -176,6 +176,29 @@ def load_harness():
     return module
 
 
+def test_semantic_report_renders_each_view_once_for_metrics_and_label_maps(tiny_scene: Path, tmp_path: Path) -> None:
+    from training_utils import setup_pipeline
+
+    from nerfseg_plugin.export.label_maps import render_label_map
+    from nerfseg_plugin.method_configs.splat_methods import rsseg_splat_lite
+
+    pipeline, _, _ = setup_pipeline(rsseg_splat_lite.config, tiny_scene, num_downscales=0)
+    calls = []
+    render_view = pipeline.model.render_view
+    pipeline.model.render_view = lambda *args, **kwargs: calls.append(1) or render_view(*args, **kwargs)
+    metrics = pipeline.write_semantic_report(tmp_path)
+    dataset = pipeline.datamanager.eval_dataset
+    assert not calls  # the metrics pass (get_outputs_for_camera) produced the label maps too
+    assert 0.0 <= metrics["miou"] <= 1.0 and (tmp_path / "classes.json").is_file()
+    pipeline.eval()
+    ignore = pipeline.model.label_space.ignore_index
+    for index, name in enumerate(dataset.image_filenames):
+        written = np.asarray(Image.open(tmp_path / "labels" / f"{Path(name).stem}.png"))
+        expected = render_label_map(pipeline.model, dataset.cameras[index : index + 1], ignore, 0.05)
+        assert (written == expected).all()
+    assert len(list((tmp_path / "labels_colour").glob("*.png"))) == len(dataset)
+
+
 def test_harness_orders_cells_and_tabulates_the_augmentation_gain(tmp_path: Path) -> None:
     harness = load_harness()
     config = harness.MatrixConfig(methods=("unet", "colour"), ablations=("full", "rendered-labels"))

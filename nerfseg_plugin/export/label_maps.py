@@ -14,7 +14,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from nerfseg_plugin.semantics.label_space import LabelSpace
-from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS, predicted_labels
+from nerfseg_plugin.semantics.outputs import label_map
 
 LABELS_FOLDER = "labels"
 COLOUR_FOLDER = "labels_colour"
@@ -32,13 +32,18 @@ class LabelView(NamedTuple):
 def render_label_map(
     model: nn.Module, camera: Cameras, ignore_index: int, min_coverage: float, image: Tensor | None = None
 ) -> np.ndarray:
-    """``[H, W]`` uint8 class indices for one camera; ``ignore_index`` where the model covers less than
-    ``min_coverage`` of the pixel (accumulated opacity), i.e. where it has no content to label."""
-    outputs = model.render_view(camera, image)
-    labels = predicted_labels(outputs[SEMANTIC_LOGITS]).to(torch.uint8)
-    if "accumulation" in outputs:
-        labels[outputs["accumulation"][..., 0] < min_coverage] = ignore_index
-    return labels.cpu().numpy()
+    """``[H, W]`` uint8 class indices for one camera (see :func:`label_map`)."""
+    return label_map(model.render_view(camera, image), ignore_index, min_coverage)
+
+
+def save_label_map(output_dir: Path, stem: str, labels: np.ndarray, label_space: LabelSpace) -> Path:
+    """Write ``labels/<stem>.png`` (8-bit class indices) and ``labels_colour/<stem>.png``; returns the first."""
+    (output_dir / LABELS_FOLDER).mkdir(parents=True, exist_ok=True)
+    (output_dir / COLOUR_FOLDER).mkdir(parents=True, exist_ok=True)
+    path = output_dir / LABELS_FOLDER / f"{stem}.png"
+    Image.fromarray(labels, mode="L").save(path)
+    Image.fromarray(colourise(labels, label_space)).save(output_dir / COLOUR_FOLDER / f"{stem}.png")
+    return path
 
 
 def colourise(labels: np.ndarray, label_space: LabelSpace) -> np.ndarray:
@@ -56,14 +61,10 @@ def write_label_maps(
     min_coverage: float = 0.05,
 ) -> list[Path]:
     """Render every view and write ``labels/<stem>.png`` and ``labels_colour/<stem>.png``."""
-    (output_dir / LABELS_FOLDER).mkdir(parents=True, exist_ok=True)
-    (output_dir / COLOUR_FOLDER).mkdir(parents=True, exist_ok=True)
     written = []
     for stem, camera, image in views:
         labels = render_label_map(model, camera, label_space.ignore_index, min_coverage, image)
-        path = output_dir / LABELS_FOLDER / f"{stem}.png"
-        Image.fromarray(labels, mode="L").save(path)
-        Image.fromarray(colourise(labels, label_space)).save(output_dir / COLOUR_FOLDER / f"{stem}.png")
-        written.append(path)
+        written.append(save_label_map(output_dir, stem, labels, label_space))
+    output_dir.mkdir(parents=True, exist_ok=True)
     label_space.save(output_dir / "classes.json")
     return written

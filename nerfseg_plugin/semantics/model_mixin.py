@@ -6,6 +6,7 @@ rendering and only adds the semantic contract once.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
@@ -17,7 +18,7 @@ from nerfseg_plugin.semantics.colormaps import label_colormap
 from nerfseg_plugin.semantics.label_space import LabelSpace
 from nerfseg_plugin.semantics.losses import semantic_cross_entropy
 from nerfseg_plugin.semantics.metrics import ConfusionMatrix, SegmentationMetrics
-from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS, predicted_labels, semantic_render_outputs
+from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS, label_map, predicted_labels, semantic_render_outputs
 
 SEMANTIC_LOSS = "semantic_loss"
 PSEUDO_LABEL_LOSS = "pseudo_label_loss"
@@ -37,6 +38,7 @@ class SemanticModelMixin:
             raise ValueError("rsseg models need the rsseg-data dataparser (its metadata carries the label space)")
         self.label_space = metadata[SEMANTICS_METADATA_KEY].label_space
         self._evaluation_confusion: ConfusionMatrix | None = None
+        self._kept_label_maps: dict[int, np.ndarray] | None = None
         return self.label_space
 
     def render_view(self, camera: Cameras, image: Float[Tensor, "H W C"] | None = None) -> dict[str, Tensor]:
@@ -82,7 +84,10 @@ class SemanticModelMixin:
     def semantic_image_metrics(
         self, outputs: dict[str, Tensor], batch: dict
     ) -> tuple[dict[str, float], dict[str, Tensor]]:
-        """Per-image semantic metrics and a GT | prediction image; feeds the running dataset-level confusion."""
+        """Per-image semantic metrics and a GT | prediction image; feeds the running dataset-level confusion (and
+        keeps the view's label map when the evaluation was started with ``keep_label_maps``)."""
+        if SEMANTIC_LOGITS in outputs and self._kept_label_maps is not None and "image_idx" in batch:
+            self._kept_label_maps[int(batch["image_idx"])] = label_map(outputs, self.label_space.ignore_index)
         if SEMANTIC_GT not in batch or SEMANTIC_LOGITS not in outputs:
             return {}, {}
         gt = batch[SEMANTIC_GT].to(outputs[SEMANTIC_LOGITS].device)
@@ -97,9 +102,16 @@ class SemanticModelMixin:
         pred_image = label_colormap(prediction, colors, self.label_space.ignore_index)
         return metrics, {"semantics": torch.cat([gt_image, pred_image], dim=1)}
 
-    def start_semantic_evaluation(self) -> None:
-        """Begin accumulating one confusion matrix over every evaluated image."""
+    def start_semantic_evaluation(self, keep_label_maps: bool = False) -> None:
+        """Begin accumulating one confusion matrix over every evaluated image; with ``keep_label_maps`` also keep
+        each image's label map (by image index) so a report can write them without rendering again."""
         self._evaluation_confusion = ConfusionMatrix(self.label_space.num_classes, self.label_space.ignore_index)
+        self._kept_label_maps = {} if keep_label_maps else None
+
+    def take_label_maps(self) -> dict[int, np.ndarray]:
+        """The label maps kept since ``start_semantic_evaluation(keep_label_maps=True)``, by image index."""
+        kept, self._kept_label_maps = self._kept_label_maps or {}, None
+        return kept
 
     def finish_semantic_evaluation(self) -> SegmentationMetrics | None:
         confusion, self._evaluation_confusion = self._evaluation_confusion, None

@@ -30,6 +30,15 @@ def predicted_labels(logits: Float[Tensor, "*batch K"]) -> Int[Tensor, "*batch"]
     return torch.argmax(logits, dim=-1)
 
 
+def label_map(outputs: dict[str, Tensor], ignore_index: int, min_coverage: float = 0.05) -> np.ndarray:
+    """``[H, W]`` uint8 class indices of one rendered view; ``ignore_index`` where the model covers less than
+    ``min_coverage`` of the pixel (accumulated opacity), i.e. where it has no content to label."""
+    labels = predicted_labels(outputs[SEMANTIC_LOGITS]).to(torch.uint8)
+    if "accumulation" in outputs:
+        labels[outputs["accumulation"][..., 0] < min_coverage] = ignore_index
+    return labels.cpu().numpy()
+
+
 def semantic_render_outputs(
     logits: Float[Tensor, "*batch K"],
     label_space_colors: Shaped[Tensor, "K 3"] | Shaped[np.ndarray, "K 3"],
