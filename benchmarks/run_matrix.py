@@ -120,7 +120,8 @@ class MatrixConfig:
     resume: bool = True
     """Reuse cells whose results exist (a finished training is never repeated)."""
     readme: Path | None = None
-    """Replace the block between <!-- benchmark:start --> and <!-- benchmark:end --> in this file with the table."""
+    """Replace the block between <!-- benchmark:NAME:start --> and <!-- benchmark:NAME:end --> (NAME = --name) in
+    this file with the table, so a README can carry several matrices."""
 
 
 class CellFailed(RuntimeError):
@@ -369,8 +370,8 @@ def plot(records: list[dict], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-def update_readme(readme: Path, table: str) -> None:
-    start, end = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+def update_readme(readme: Path, table: str, name: str) -> None:
+    start, end = f"<!-- benchmark:{name}:start -->", f"<!-- benchmark:{name}:end -->"
     text = readme.read_text(encoding="utf-8")
     if start not in text or end not in text:
         raise SystemExit(f"{readme}: needs the markers {start} and {end} around the benchmark table")
@@ -404,7 +405,7 @@ def main(config: MatrixConfig) -> None:
     base.with_suffix(".md").write_text(table, encoding="utf-8")
     plot(records, base.with_suffix(".png"))
     if config.readme is not None:
-        update_readme(config.readme, table)
+        update_readme(config.readme, table, config.name)
     print(table)
     print(f"[run_matrix] wrote {base}.md, .json and .png")
 

@@ -226,7 +226,7 @@ def test_harness_orders_cells_and_tabulates_the_augmentation_gain(tmp_path: Path
     harness.plot(records, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 0
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- benchmark:start -->\nold\n<!-- benchmark:end -->\nrest\n")
-    harness.update_readme(readme, table)
+    readme.write_text("intro\n<!-- benchmark:m:start -->\nold\n<!-- benchmark:m:end -->\nrest\n")
+    harness.update_readme(readme, table, "m")
     text = readme.read_text()
-    assert "old" not in text and "+15.0 points" in text and text.endswith("<!-- benchmark:end -->\nrest\n")
+    assert "old" not in text and "+15.0 points" in text and text.endswith("<!-- benchmark:m:end -->\nrest\n")
