@@ -54,6 +54,7 @@ ABLATIONS: dict[str, dict[str, str]] = {
         "no-aggregation-2d": "--pipeline.model.aggregation-2d-weight 0",
         "no-aggregation-3d": "--pipeline.model.aggregation-3d-weight 0",
         "semantics-move-geometry": "--pipeline.model.semantic-geometry-gradients True",
+        "pseudo-weight-0.25": "--pipeline.model.pseudo-label-loss-weight 0.25",
         "labels-only": "--pipeline.model.aggregation-2d-weight 0 --pipeline.model.aggregation-3d-weight 0 "
         "--pipeline.model.pseudo-label-loss-weight 0",
     },

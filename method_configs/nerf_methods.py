@@ -12,16 +12,19 @@ from nerfseg_plugin.pipeline import RssegPipelineConfig
 
 SEMANTIC_LR = 1e-3
 """Paper 000's stage-2 learning rate (Adam), for every semantic module."""
+LITE_SEMANTIC_LR = 1e-2
+"""rsseg-nerf-lite's stage 2 is 600 steps, not the paper's tens of thousands: at 1e-3 the semantic branch is far from
+converged. Measured on a 32-view scene, same stage 1, 600 stage-2 steps: mIoU 37.5 at 1e-3, 54.9 at 1e-2."""
 
 
-def nerf_optimizers(max_steps: int, lr_final: float = 1e-4) -> dict[str, dict]:
+def nerf_optimizers(max_steps: int, lr_final: float = 1e-4, semantic_lr: float = SEMANTIC_LR) -> dict[str, dict]:
     """nerfacto's stage-1 settings (the paper's 5e-4 is for a ReLU-MLP NeRF; hash grids train at 1e-2) plus the
-    semantic branch at the paper's stage-2 rate."""
+    semantic branch at ``semantic_lr`` (the paper's stage-2 rate by default)."""
     return {
         "proposal_networks": adam(1e-2, lr_final=lr_final, max_steps=max_steps),
         "fields": adam(1e-2, lr_final=lr_final, max_steps=max_steps),
         "camera_opt": adam(1e-3, lr_final=1e-4, max_steps=5000),
-        "semantics": adam(SEMANTIC_LR),
+        "semantics": adam(semantic_lr),
     }
 
 
@@ -63,8 +66,10 @@ rsseg_nerf = MethodSpecification(
     description="Two-stage semantic NeRF (paper 000: ray convolution + colour radiance) on nerfacto; GPU-sized.",
 )
 
-LITE_STAGE_ONE_STEPS = 2000
-LITE_STAGE_TWO_STEPS = 500
+# Measured on a 64-view 256x256 scene (README): 2000 + 500 steps with 32 + 24 samples per ray reached mIoU 38.8;
+# 1200 + 600 steps with 24 + 16 samples, 40% of the compute, 39.7 (with pseudo-labels).
+LITE_STAGE_ONE_STEPS = 1200
+LITE_STAGE_TWO_STEPS = 600
 LITE_STEPS = LITE_STAGE_ONE_STEPS + LITE_STAGE_TWO_STEPS
 rsseg_nerf_lite = MethodSpecification(
     config=trainer_config(
@@ -86,13 +91,13 @@ rsseg_nerf_lite = MethodSpecification(
                 far_plane=5.0,
                 proposal_initial_sampler="uniform",
                 num_proposal_iterations=1,
-                num_proposal_samples_per_ray=(32,),
-                num_nerf_samples_per_ray=24,
+                num_proposal_samples_per_ray=(24,),
+                num_nerf_samples_per_ray=16,
                 proposal_net_args_list=[
                     {"hidden_dim": 16, "log2_hashmap_size": 14, "num_levels": 5, "max_res": 128, "use_linear": False}
                 ],
-                proposal_warmup=500,
-                proposal_weights_anneal_max_num_iters=300,
+                proposal_warmup=300,
+                proposal_weights_anneal_max_num_iters=200,
                 use_appearance_embedding=False,
                 average_init_density=0.01,
                 eval_num_rays_per_chunk=1 << 14,
@@ -101,7 +106,7 @@ rsseg_nerf_lite = MethodSpecification(
             rgb_rays=1024,
             semantic_rays=1024,
         ),
-        nerf_optimizers(LITE_STAGE_ONE_STEPS, lr_final=1e-3),
+        nerf_optimizers(LITE_STAGE_ONE_STEPS, lr_final=1e-3, semantic_lr=LITE_SEMANTIC_LR),
         LITE_STEPS,
         steps_per_eval_image=LITE_STEPS,
         steps_per_eval_all_images=LITE_STEPS,
