@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--stage-two-steps", type=int, help="stage-2 steps per variant (default: rsseg-nerf-lite's)")
     parser.add_argument("--stage-one-cache", type=Path, help="load stage 1 from this file, or train and save it there")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="model config overrides")
+    parser.add_argument("--pseudo-labels", default="auto", help="auto | off | a method: the scene's pseudo-label set")
     args = parser.parse_args()
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
 
@@ -108,6 +109,7 @@ def main() -> None:
             args.scene, args.output, name.strip("+ ").replace(" ", "_"), {**overrides, **VARIANTS[name]}
         )
         config.max_num_iterations = stage_two_steps
+        config.pipeline.datamanager.pseudo_labels = args.pseudo_labels
         pipeline, seconds = train(config, start_step=stage_start, initial_state=state)
         metrics, eval_seconds = evaluate(pipeline, args.eval_stride)
         rows.append((name, metrics, seconds, eval_seconds))
