@@ -47,6 +47,8 @@ Method = Literal["rsseg-splat-lite", "rsseg-nerf-lite", "unet", "colour"]
 METHODS_3D = ("rsseg-splat-lite", "rsseg-nerf-lite")
 AUGMENTATION = "rendered-labels"
 NO_PSEUDO_LABELS = "--pipeline.datamanager.pseudo-labels off"
+NO_APPEARANCE = "--pipeline.appearance.enabled False"
+ONE_ROUND = "--pipeline.appearance.rounds 0.45"
 ABLATIONS: dict[str, dict[str, str]] = {
     "rsseg-splat-lite": {
         "full": "",
@@ -57,12 +59,16 @@ ABLATIONS: dict[str, dict[str, str]] = {
         "pseudo-weight-0.25": "--pipeline.model.pseudo-label-loss-weight 0.25",
         "labels-only": "--pipeline.model.aggregation-2d-weight 0 --pipeline.model.aggregation-3d-weight 0 "
         "--pipeline.model.pseudo-label-loss-weight 0",
+        "3d-only": NO_APPEARANCE,
+        "one-round": ONE_ROUND,
     },
     "rsseg-nerf-lite": {
         "full": "",
         "no-pseudo-labels": NO_PSEUDO_LABELS,
         "no-ray-conv": "--pipeline.model.use-ray-convolution False",
         "no-colour-radiance": "--pipeline.model.use-colour-radiance False",
+        "3d-only": NO_APPEARANCE,
+        "one-round": ONE_ROUND,
     },
     "unet": {"full": "", AUGMENTATION: ""},
     "colour": {"full": ""},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from nerfseg_plugin.appearance.config import AppearanceConfig
 from nerfseg_plugin.method_configs.common import adam, trainer_config
 from nerfseg_plugin.nerf.config import RssegNerfModelConfig
 from nerfseg_plugin.nerf.datamanager import RssegNerfDatamanagerConfig
@@ -28,7 +29,9 @@ def nerf_optimizers(max_steps: int, lr_final: float = 1e-4, semantic_lr: float =
     }
 
 
-def _pipeline(model: RssegNerfModelConfig, rgb_rays: int, semantic_rays: int) -> RssegPipelineConfig:
+def _pipeline(
+    model: RssegNerfModelConfig, rgb_rays: int, semantic_rays: int, render_max_side: int = 512
+) -> RssegPipelineConfig:
     return RssegPipelineConfig(
         datamanager=RssegNerfDatamanagerConfig(
             train_num_rays_per_batch=rgb_rays,
@@ -36,6 +39,9 @@ def _pipeline(model: RssegNerfModelConfig, rgb_rays: int, semantic_rays: int) ->
             num_semantic_rays_per_batch=semantic_rays,
         ),
         model=model,
+        # The 2D rounds render every training view; a NeRF's renders are the slow part on a CPU, so the lite
+        # method renders them at 128 px and resizes them up to the 2D model's size.
+        appearance=AppearanceConfig(render_max_side=render_max_side),
     )
 
 
@@ -105,6 +111,7 @@ rsseg_nerf_lite = MethodSpecification(
             ),
             rgb_rays=1024,
             semantic_rays=1024,
+            render_max_side=128,
         ),
         nerf_optimizers(LITE_STAGE_ONE_STEPS, lr_final=1e-3, semantic_lr=LITE_SEMANTIC_LR),
         LITE_STEPS,

@@ -16,6 +16,8 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from nerfseg_plugin.appearance.config import AppearanceConfig
+from nerfseg_plugin.appearance.driver import AppearanceDriver
 from nerfseg_plugin.export.label_maps import save_label_map
 from nerfseg_plugin.semantics.model_mixin import SemanticModelMixin, semantic_metrics_dict
 
@@ -32,6 +34,9 @@ class RssegPipelineConfig(VanillaPipelineConfig):
     final_report: bool = True
     """After the last training step, evaluate every eval view and write metrics.json plus label maps
     (labels/<stem>.png, labels_colour/<stem>.png) into <run>/semantic_report/."""
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
+    """The 2D appearance model and its rounds with the 3D field (README: "2D appearance model");
+    --pipeline.appearance.enabled False gives 3D propagation only."""
 
 
 class RssegPipeline(VanillaPipeline):
@@ -39,6 +44,7 @@ class RssegPipeline(VanillaPipeline):
 
     config: RssegPipelineConfig
     _keep_label_maps: bool = False
+    appearance: AppearanceDriver | None = None
 
     def get_average_image_metrics(self, data_loader, image_prefix, step=None, output_path=None, get_std=False):
         model = self.model
@@ -63,6 +69,17 @@ class RssegPipeline(VanillaPipeline):
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes):
         callbacks = super().get_training_callbacks(training_callback_attributes)
         trainer = training_callback_attributes.trainer
+        if self.config.appearance.enabled and trainer is not None and isinstance(self.model, SemanticModelMixin):
+            self.appearance = AppearanceDriver(
+                self.config.appearance,
+                self.datamanager,
+                self.model,
+                trainer.config.max_num_iterations,
+                start_step=trainer._start_step,
+            )
+            callbacks.append(
+                TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.appearance.after_step)
+            )
         if self.config.final_report and trainer is not None:
             callbacks.append(
                 TrainingCallback(
@@ -84,6 +101,14 @@ class RssegPipeline(VanillaPipeline):
             metrics = self.get_average_eval_image_metrics(step=step)
         finally:
             self._keep_label_maps = False
+        scored_2d = self.appearance.score_2d(self.datamanager.eval_dataset) if self.appearance is not None else None
+        if scored_2d is not None:  # the 2D model alone, for the ablation's "2D only" figure
+            metrics.update(
+                {
+                    f"appearance_2d/{k}": v
+                    for k, v in semantic_metrics_dict(scored_2d, self.model.label_space, per_class=True).items()
+                }
+            )
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if step is not None:  # tensorboard / wandb, under nerfstudio's name for all-image evaluations
             writer.put_dict(name="Eval Images Metrics Dict (all images)", scalar_dict=metrics, step=step)

@@ -17,7 +17,7 @@ from nerfseg_plugin.data.datamanager import (
     ratio_epoch,
 )
 from nerfseg_plugin.data.dataparser import RssegDataParserConfig
-from nerfseg_plugin.data.dataset import SEMANTIC_GT, SEMANTIC_LABELS, SEMANTIC_MASK, RssegDataset
+from nerfseg_plugin.data.dataset import PSEUDO_WEIGHTS, SEMANTIC_GT, SEMANTIC_LABELS, RssegDataset
 from nerfseg_plugin.errors import SceneFormatError
 
 
@@ -52,15 +52,19 @@ def test_transductive_and_holdout_splits(minimal_scene: Path) -> None:
     ]
 
 
-def test_dataset_items_carry_labels_and_mask(minimal_scene: Path) -> None:
+def test_dataset_items_carry_uint8_labels_and_no_mask(minimal_scene: Path) -> None:
     train = RssegDataset(parse(minimal_scene, "train"))
     labeled, unlabeled = train[0], train[1]
     expected = np.asarray(Image.open(minimal_scene / "semantics" / "frame_000.png"))
-    assert torch.equal(labeled[SEMANTIC_LABELS], torch.from_numpy(expected.astype(np.int64)))
-    assert torch.equal(labeled[SEMANTIC_MASK], torch.from_numpy(expected != 255))
-    assert not unlabeled[SEMANTIC_MASK].any() and SEMANTIC_GT not in unlabeled
+    assert labeled[SEMANTIC_LABELS].dtype == torch.uint8
+    assert torch.equal(labeled[SEMANTIC_LABELS], torch.from_numpy(expected))
+    assert "semantic_mask" not in labeled
+    assert (unlabeled[SEMANTIC_LABELS] == 255).all() and SEMANTIC_GT not in unlabeled
+    # Frames without labels (or pseudo-labels) cost one element per key, not one per pixel.
+    for key in (SEMANTIC_LABELS, PSEUDO_WEIGHTS):
+        assert unlabeled[key].shape == unlabeled["image"].shape[:2] and unlabeled[key].stride() == (0, 0)
     evaluation = RssegDataset(parse(minimal_scene, "val"))
-    assert SEMANTIC_GT in evaluation[0] and not evaluation[0][SEMANTIC_MASK].any()
+    assert SEMANTIC_GT in evaluation[0] and (evaluation[0][SEMANTIC_LABELS] == 255).all()
 
 
 def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -120,7 +124,7 @@ def test_full_image_datamanager_samples_at_ratio(minimal_scene: Path) -> None:
     drawn = []
     for step in range(12):
         camera, batch = manager.next_train(step)
-        drawn.append(bool(batch[SEMANTIC_MASK].any()))
+        drawn.append(bool((batch[SEMANTIC_LABELS] != 255).any()))
         assert batch[SEMANTIC_LABELS].shape == batch["image"].shape[:2]
     assert sum(drawn) == 4, "labeled views are a third of the draws at ratio 1:2"
 
@@ -131,8 +135,8 @@ def test_ray_datamanager_gathers_labels_per_ray(minimal_scene: Path) -> None:
     )
     manager = config.setup(device="cpu")
     ray_bundle, batch = manager.next_train(0)
-    assert batch[SEMANTIC_LABELS].shape == (256,) and batch[SEMANTIC_MASK].dtype == torch.bool
-    labeled = batch[SEMANTIC_MASK]
+    assert batch[SEMANTIC_LABELS].shape == (256,) and batch[SEMANTIC_LABELS].dtype == torch.uint8
+    labeled = batch[SEMANTIC_LABELS] != 255
     assert labeled.any() and (batch[SEMANTIC_LABELS][labeled] < 3).all()
     assert (batch[SEMANTIC_LABELS][~labeled] == 255).all()
 
@@ -209,3 +213,62 @@ def test_without_evaluation_frames_the_labeled_views_are_scored(tmp_path: Path) 
     semantics = val.metadata["semantics"]
     assert [p.name for p in semantics.evaluation_paths] == ["frame_000.png", "frame_003.png"]
     assert SEMANTIC_GT in RssegDataset(val)[0]
+
+
+# ---- georeference: rsseg-data re-orients and re-scales, model_to_crs still reaches the CRS -----------------------
+
+
+@pytest.mark.parametrize("orientation", ["aerial", "up", "none"])
+def test_georeference_survives_orientation_and_scaling(minimal_scene: Path, tmp_path: Path, orientation: str) -> None:
+    from nerfseg_plugin.data.georeference import model_to_crs
+
+    scene_to_crs = np.eye(4)
+    scene_to_crs[:3, :3] = _rotation(np.array([0.0, 0.0, 1.0]), 0.3) * 2.0  # any similarity, not just a shift
+    scene_to_crs[:3, 3] = [500123.0, 4649876.0, 250.0]
+    edit_transforms(
+        minimal_scene,
+        lambda meta: meta.update(georeference={"crs": "EPSG:32617", "scene_to_crs": scene_to_crs.tolist()}),
+    )
+    outputs = parse(minimal_scene, orientation_method=orientation)
+    assert outputs.dataparser_scale != 1.0 or orientation == "none"
+    scene_point = np.array([1.5, -2.0, 0.25])  # a point in transforms.json's frame ...
+    forward = np.eye(4)
+    forward[:3] = outputs.dataparser_transform.double().numpy()
+    model_point = float(outputs.dataparser_scale) * (forward @ np.append(scene_point, 1.0))[:3]  # ... in the model
+    expected = scene_to_crs[:3, :3] @ scene_point + scene_to_crs[:3, 3]
+    run_dir = tmp_path / "run"
+    outputs.save_dataparser_transform(run_dir / "dataparser_transforms.json")
+    saved = json.loads((run_dir / "dataparser_transforms.json").read_text())
+    assert set(saved) == {"transform", "scale", "georeference"}  # nerfstudio's keys keep their meaning
+    for source in (outputs, run_dir):
+        crs, matrix = model_to_crs(source)
+        assert crs == "EPSG:32617"
+        np.testing.assert_allclose(matrix[:3, :3] @ model_point + matrix[:3, 3], expected, atol=1e-3)
+    # Camera centres too: the model's cameras map to the CRS position of the file's cameras.
+    meta = json.loads((minimal_scene / "transforms.json").read_text())
+    file_centres = np.array([frame["transform_matrix"] for frame in meta["frames"]])[:, :3, 3]
+    model_centres = outputs.cameras.camera_to_worlds[:, :3, 3].double().numpy()
+    np.testing.assert_allclose(
+        model_centres @ matrix[:3, :3].T + matrix[:3, 3],
+        file_centres @ scene_to_crs[:3, :3].T + scene_to_crs[:3, 3],
+        atol=1e-3,
+    )
+
+
+def test_georeferenced_aerial_scene_keeps_its_vertical(minimal_scene: Path) -> None:
+    """A georeferenced scene is z-up already: rsseg-data centres and scales it but does not rotate it."""
+    edit_transforms(
+        minimal_scene, lambda meta: meta.update(georeference={"crs": "EPSG:32617", "scene_to_crs": np.eye(4).tolist()})
+    )
+    rotation = parse(minimal_scene).dataparser_transform[:3, :3]
+    assert torch.allclose(rotation, torch.eye(3), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "block, problem",
+    [({"scene_to_crs": np.eye(4).tolist()}, "crs"), ({"crs": "EPSG:32617", "scene_to_crs": [[1, 0], [0, 1]]}, "4x4")],
+)
+def test_bad_georeference_block_is_refused(minimal_scene: Path, block: dict, problem: str) -> None:
+    edit_transforms(minimal_scene, lambda meta: meta.update(georeference=block))
+    with pytest.raises(SceneFormatError, match=problem):
+        parse(minimal_scene)

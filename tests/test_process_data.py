@@ -216,7 +216,8 @@ def test_cli_subprocess_downscales_and_never_overwrites_silently(truth: Path, tm
     ]
     done = subprocess.run([*command, "--overwrite"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "[4/5]" in done.stdout and "Scene ready" in done.stdout
+    assert "[4/6]" in done.stdout and "Scene ready" in done.stdout
+    assert "[5/6] Georeferencing: skipped (no GPS" in done.stdout  # PNGs carry no EXIF GPS: the SfM frame stays
     assert (output / "notes.txt").read_text() == "mine", "--overwrite must only replace the scene's own files"
     meta = json.loads((output / "transforms.json").read_text())
     assert (meta["w"], meta["h"]) == (SIZE // 2, SIZE // 2)  # PINHOLE: no undistortion crop
@@ -345,6 +346,22 @@ def test_label_undistortion_uses_the_image_mapping() -> None:
     halved = FrameResampler(camera, downscale=2, distortion_tolerance_px=0.1, ignore_index=255)
     assert halved.intrinsics.width == resampler.intrinsics.width // 2
     assert halved.intrinsics.fx == pytest.approx(resampler.intrinsics.fx / 2)
+
+
+def test_max_image_size_resizes_by_any_factor_keeping_the_aspect() -> None:
+    camera = pycolmap.Camera.create_from_model_name(1, "PINHOLE", 400.0, 400, 300)
+    camera.params = [400.0, 410.0, 200.0, 150.0]
+    resampler = FrameResampler(camera, 1, distortion_tolerance_px=0.1, ignore_index=255, max_image_size=130)
+    intrinsics = resampler.intrinsics
+    assert (intrinsics.width, intrinsics.height) == (130, 98) and resampler.changes_pixels  # 300 * 0.325 = 97.5
+    assert intrinsics.fx == pytest.approx(400.0 * 130 / 400) and intrinsics.fy == pytest.approx(410.0 * 98 / 300)
+    assert intrinsics.cx == pytest.approx(65.0) and intrinsics.cy == pytest.approx(49.0)
+    stripes = (np.indices((300, 400))[1] // 40 % 3).astype(np.uint8)
+    labels = resampler.labels(stripes)
+    assert labels.shape == (98, 130) and set(np.unique(labels)) == {0, 1, 2}  # nearest: no blended indices
+    assert resampler.image(np.zeros((300, 400, 3), np.uint8)).shape == (98, 130, 3)
+    small = FrameResampler(camera, 1, distortion_tolerance_px=0.1, ignore_index=255, max_image_size=1000)
+    assert not small.changes_pixels and small.intrinsics.width == 400  # never upscaled
 
 
 def test_colmap_pose_becomes_opengl_camera_to_world() -> None:

@@ -279,3 +279,115 @@ def test_cli_prints_a_summary_and_reports_bad_input(tmp_path, capsys):
     assert (tmp_path / "cli" / "images" / "frame_00000.jpg").is_file()
     with pytest.raises(SystemExit, match="not empty"):
         cli_main(tiny_config(tmp_path / "cli", num_views=3, width=24, height=24, num_labeled=1))
+
+
+# --- grid flight (serpentine nadir survey lines) ---------------------------------------------------------------
+
+
+def _ground_footprint(c2w: np.ndarray, intrinsics) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned extent (min, max) on z = 0 of the rays through the image corners."""
+    corners = np.array([[0, 0], [intrinsics.width, 0], [0, intrinsics.height], [intrinsics.width, intrinsics.height]])
+    u = (corners[:, 0] - intrinsics.cx) / intrinsics.fx
+    v = -(corners[:, 1] - intrinsics.cy) / intrinsics.fy
+    directions = np.stack([u, v, -np.ones(4)], -1) @ c2w[:3, :3].T
+    ground = c2w[:3, 3] - directions * (c2w[2, 3] / directions[:, 2:3])
+    return ground[:, :2].min(0), ground[:, :2].max(0)
+
+
+def _overlap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], axis: int) -> float:
+    shared = min(a[1][axis], b[1][axis]) - max(a[0][axis], b[0][axis])
+    return shared / (a[1][axis] - a[0][axis])
+
+
+def test_grid_flight_is_serpentine_nadir_with_the_requested_overlap():
+    from nerfseg_plugin.scenegen.cameras import GridPlan, Intrinsics, flight_path
+
+    intrinsics = Intrinsics.from_fov(64, 48, 60.0)  # wide images: more lines than views per line
+    plan = GridPlan.for_town(24, 120.0, intrinsics, overlap=0.65)
+    assert plan.num_lines * plan.views_per_line == 24 and plan.num_lines > plan.views_per_line
+    poses = flight_path("grid", 24, 120.0, 0.0, 0.0, 0.0, np.random.default_rng(0), intrinsics, overlap=0.65)
+    assert len(poses) == 24
+    footprints = [_ground_footprint(c2w, intrinsics) for c2w in poses]
+    lines = [list(range(k * plan.views_per_line, (k + 1) * plan.views_per_line)) for k in range(plan.num_lines)]
+    for k, line in enumerate(lines):
+        heading = 1.0 if k % 2 == 0 else -1.0
+        for i in line:
+            assert np.allclose(poses[i][:3, 2], [0, 0, 1], atol=1e-9), "nadir: the camera looks straight down"
+            assert np.allclose(poses[i][:3, 0], [heading, 0, 0], atol=1e-9), "image x along the flight direction"
+        steps = np.diff([poses[i][0, 3] for i in line])
+        assert np.all(steps * heading > 0), "alternate lines fly in opposite directions"
+        for a, b in zip(line[:-1], line[1:], strict=True):
+            assert _overlap(footprints[a], footprints[b], axis=0) == pytest.approx(0.65, abs=1e-6)
+    for a, b in zip(lines[:-1], lines[1:], strict=True):  # side overlap between lines, at every station
+        for i, j in zip(a, reversed(b), strict=True):
+            assert _overlap(footprints[i], footprints[j], axis=1) == pytest.approx(0.65, abs=1e-6)
+    # Serpentine: the next line starts where the previous one ended.
+    for a, b in zip(lines[:-1], lines[1:], strict=True):
+        assert poses[a[-1]][0, 3] == pytest.approx(poses[b[0]][0, 3])
+    # The block of footprints spans the town.
+    low, high = np.min([f[0] for f in footprints], axis=0), np.max([f[1] for f in footprints], axis=0)
+    assert low[1] == pytest.approx(-60.0) and high[1] == pytest.approx(60.0)
+
+
+@pytest.mark.parametrize("num_views", [1, 2, 7, 13, 64])
+def test_grid_flight_has_exactly_num_views_with_small_attitude_noise(num_views):
+    from nerfseg_plugin.scenegen.cameras import Intrinsics, flight_path
+
+    intrinsics = Intrinsics.from_fov(64, 64, 60.0)
+    poses = flight_path("grid", num_views, 120.0, 0.0, 0.0, 1.0, np.random.default_rng(1), intrinsics)
+    assert len(poses) == num_views
+    tilts = [np.degrees(np.arccos(np.clip(c2w[2, 2], -1, 1))) for c2w in poses]
+    assert max(tilts) < 6.0, "attitude noise stays a few degrees"
+    if num_views > 1:
+        assert 0.0 < np.mean(tilts), "jitter perturbs the attitude"
+        steps = np.linalg.norm(np.diff([c2w[:2, 3] for c2w in poses], axis=0), axis=1)
+        assert steps.max() < 1.5 * np.median(steps), "consecutive views are neighbours (serpentine)"
+
+
+def test_grid_flight_rises_above_tall_buildings():
+    from nerfseg_plugin.scenegen.cameras import GRID_MIN_ALTITUDE_OVER_TALLEST, GridPlan, Intrinsics
+
+    intrinsics = Intrinsics.from_fov(64, 64, 60.0)
+    low = GridPlan.for_town(64, 120.0, intrinsics, overlap=0.7)
+    assert low.forward_overlap == pytest.approx(0.7) and low.side_overlap == pytest.approx(0.7)
+    high = GridPlan.for_town(64, 120.0, intrinsics, overlap=0.7, tallest=40.0)
+    assert high.altitude == pytest.approx(GRID_MIN_ALTITUDE_OVER_TALLEST * 40.0) and high.altitude > low.altitude
+    assert high.line_spacing == pytest.approx(low.line_spacing) and high.side_overlap > 0.7
+
+
+def test_grid_scene_labeled_views_and_orientation(tmp_path):
+    import torch
+
+    from nerfseg_plugin.data.orientation import aerial_up_direction
+
+    # Downtown towers are higher than the overlap-derived altitude: the grid must still render.
+    scene = generate_scene(tiny_config(tmp_path / "grid", flight="grid", num_views=9, width=32, height=32))
+    frames = load_frames(scene)
+    assert [i for i, f in enumerate(frames) if "semantic_path" in f] == labeled_indices(9, 3)
+    c2w = np.array([f["transform_matrix"] for f in frames])
+    assert np.all(c2w[:, 2, 2] > np.cos(np.radians(6.0))), "nadir cameras"
+    up = aerial_up_direction(torch.tensor(c2w[:, :3, :4], dtype=torch.float32))
+    assert float(up[2]) > 0.999, "the dataparser's aerial orientation finds the vertical of a serpentine grid"
+    # Explicit labeled views: the same scene (deterministic per seed), other frames marked for supervision.
+    other = generate_scene(
+        tiny_config(tmp_path / "other", flight="grid", num_views=9, width=32, height=32, labeled_views=(0, 8))
+    )
+    assert [i for i, f in enumerate(load_frames(other)) if "semantic_path" in f] == [0, 8]
+    files, other_files = scene_files(scene), scene_files(other)
+    assert {k: v for k, v in files.items() if k != "transforms.json"} == {
+        k: v for k, v in other_files.items() if k != "transforms.json"
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(labeled_views=(0, 8)), "must be view indices in 0..7"),
+        (dict(labeled_views=(1, 1)), "duplicates"),
+        (dict(flight="grid", overlap=0.99), "overlap"),
+    ],
+)
+def test_bad_grid_and_labeled_view_settings_are_refused(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        generate_scene(tiny_config(tmp_path / "bad", **overrides))
+    assert not (tmp_path / "bad").exists()

@@ -18,15 +18,15 @@ from nerfseg_plugin.data.dataset import (
     PSEUDO_WEIGHTS,
     SEMANTIC_GT,
     SEMANTIC_LABELS,
-    SEMANTIC_MASK,
     RssegDataset,
+    to_device,
 )
 from nerfseg_plugin.errors import SceneFormatError
 from nerfseg_plugin.interactive.corrections import CorrectionStore
 from nerfseg_plugin.interactive.regions import RegionConfig
 from nerfseg_plugin.pseudolabels.cache import resolve_pseudo_label_dir
 
-SEMANTIC_BATCH_KEYS = (SEMANTIC_LABELS, SEMANTIC_MASK, SEMANTIC_GT, PSEUDO_LABELS, PSEUDO_WEIGHTS)
+SEMANTIC_BATCH_KEYS = (SEMANTIC_LABELS, SEMANTIC_GT, PSEUDO_LABELS, PSEUDO_WEIGHTS)
 
 
 def pseudo_label_folder(config: RssegFullImageDatamanagerConfig | RssegRayDatamanagerConfig) -> Path | None:
@@ -139,12 +139,16 @@ class RssegFullImageDatamanager(FullImageDatamanager[RssegDataset]):
                 "cameras have lens distortion; label maps cannot follow nerfstudio's image undistortion here. "
                 "Undistort the scene first (rsseg-process-data writes undistorted PINHOLE scenes).",
             )
+        if cache_images_device == "cpu" and not torch.cuda.is_available():
+            # nerfstudio switches surveys of over 500 views to pinned host memory, which needs CUDA; without it the
+            # model's device is the CPU anyway.
+            cache_images_device = "gpu"
         cached = super()._load_images(split, cache_images_device)
         if cache_images_device == "gpu":  # the parent moves only image/mask/depth to the device
             for data in cached:
                 for key in SEMANTIC_BATCH_KEYS:
                     if key in data:
-                        data[key] = data[key].to(self.device)
+                        data[key] = to_device(data[key], self.device)
         return cached
 
     @property
@@ -159,7 +163,7 @@ class RssegFullImageDatamanager(FullImageDatamanager[RssegDataset]):
             fresh = self.train_dataset.get_metadata({"image_idx": index, "image": cached["image"]})
             for key in SEMANTIC_BATCH_KEYS:
                 if key in fresh:
-                    cached[key] = fresh[key].to(cached[key].device if key in cached else "cpu")
+                    cached[key] = to_device(fresh[key], cached[key].device if key in cached else "cpu")
         self.train_unseen_cameras = [*indices, *(i for i in self.train_unseen_cameras if i not in indices)]
 
 

@@ -7,7 +7,7 @@ frames give labels), and the frames without ``semantic_eval_path`` in the ``hold
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +18,7 @@ from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from nerfseg_plugin.data.georeference import GeoDataparserOutputs, SceneGeoreference, nerfstudio_applied_transform
 from nerfseg_plugin.data.orientation import aerial_orient_and_center
 from nerfseg_plugin.data.scene_validation import FrameLabels, load_transforms, validate_scene
 from nerfseg_plugin.errors import SceneFormatError
@@ -51,8 +52,10 @@ class RssegDataParserConfig(NerfstudioDataParserConfig):
     _target: type = field(default_factory=lambda: RssegDataParser)
     """target class to instantiate"""
     orientation_method: Literal["aerial", "pca", "up", "vertical", "none"] = "aerial"
-    """How to orient the world. "aerial" (default) puts the vertical of roll-free, downward-looking flights on +z;
-    nerfstudio's "up" tilts such captures badly."""
+    """How to orient the world. "aerial" (default) puts the vertical of roll-free, downward-looking flights on +z
+    (georeferenced scenes are z-up already and are only centred and scaled); nerfstudio's "up" tilts such captures
+    badly. Whatever the method, a scene's georeference stays valid: the run's dataparser_transforms.json gets the
+    composed model-to-CRS transform (nerfseg_plugin.data.georeference.model_to_crs)."""
     evaluation_setting: Literal["transductive", "holdout"] = "transductive"
     """transductive: all frames' RGB trains the geometry, semantic metrics on semantic_eval_path frames (the papers'
     setting). holdout: semantic_eval_path frames are removed from training entirely (true novel views)."""
@@ -110,8 +113,14 @@ class RssegDataParser(Nerfstudio):
             by_name = {frame.image_path.name: frame for frame in frames}
             parsed = [by_name[Path(name).name] for name in outputs.image_filenames]
         keep = self._split_indices(split, parsed)
+        transforms_path = self.config.data if self.config.data.suffix == ".json" else scene_dir / "transforms.json"
+        georeference = SceneGeoreference.from_meta(meta, transforms_path)
         if aerial:
-            outputs = self._apply_aerial_transform(outputs, meta)
+            outputs = self._apply_aerial_transform(outputs, meta, keep_rotation=georeference is not None)
+        if georeference is not None:
+            values = {f.name: getattr(outputs, f.name) for f in fields(outputs) if f.init}
+            applied = nerfstudio_applied_transform(meta, scene_dir)
+            outputs = GeoDataparserOutputs(**values, georeference=georeference, applied_transform=applied)
         outputs = _select_frames(outputs, keep)
         selected = [parsed[i] for i in keep]
         is_train = split == "train"
@@ -171,10 +180,15 @@ class RssegDataParser(Nerfstudio):
             raise SceneFormatError(self.config.data, "the holdout setting needs frames with semantic_eval_path")
         return labeled
 
-    def _apply_aerial_transform(self, outputs: DataparserOutputs, meta: dict) -> DataparserOutputs:
-        """Orient/centre/scale with the transform computed from *all* frames, so every split shares it."""
+    def _apply_aerial_transform(
+        self, outputs: DataparserOutputs, meta: dict, keep_rotation: bool = False
+    ) -> DataparserOutputs:
+        """Orient/centre/scale with the transform computed from *all* frames, so every split shares it.
+        ``keep_rotation``: the scene is z-up already (georeferenced), so it is only centred and scaled."""
         all_poses = torch.tensor([frame["transform_matrix"] for frame in meta["frames"]], dtype=torch.float32)
         transform = aerial_orient_and_center(all_poses[:, :3, :4], self.config.center_method)
+        if keep_rotation:  # same centre, no rotation: t = -R c  ->  -c = R^T t
+            transform = torch.cat([torch.eye(3), transform[:, :3].T @ transform[:, 3:]], 1)
         oriented_origins = all_poses[:, :3, 3] @ transform[:, :3].T + transform[:, 3]
         scale = self.config.scale_factor
         if self.config.auto_scale_poses:

@@ -17,15 +17,32 @@ from nerfseg_plugin.pseudolabels.files import load_pseudo_label
 NO_CORRECTION = 255
 """Value of a correction label map outside its corrected region (``nerfseg_plugin.interactive.corrections``)."""
 SEMANTIC_LABELS = "semantic_labels"
-"""Supervision labels ``[H, W]`` int64 on train frames (ignore index where unlabeled)."""
-SEMANTIC_MASK = "semantic_mask"
-"""``[H, W]`` bool: where SEMANTIC_LABELS holds a class."""
+"""Supervision labels ``[H, W]`` uint8 on train frames (ignore index where unlabeled; losses call ``.long()``)."""
 SEMANTIC_GT = "semantic_gt"
-"""Evaluation ground truth ``[H, W]`` int64, only on val/test frames."""
+"""Evaluation ground truth ``[H, W]`` uint8, only on val/test frames."""
 PSEUDO_LABELS = "pseudo_labels"
-"""Pseudo-labels ``[H, W]`` int64 (ignore index where none), train frames without real labels only."""
+"""Pseudo-labels ``[H, W]`` uint8 (ignore index where none), train frames without real labels only."""
 PSEUDO_WEIGHTS = "pseudo_weights"
 """``[H, W]`` float32 per-pixel pseudo-label weight (confidence inside the boundary mask B, else 0)."""
+LABEL_DTYPE = torch.uint8
+"""Label maps are cached as 8-bit class indices (1 byte per pixel; ignore = 255)."""
+
+
+def constant_map(value: float, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+    """An ``[H, W]`` map of one value that costs one element of memory (a zero-stride view, read-only): the
+    label keys of frames without labels, so every item of a split has the same keys at almost no memory."""
+    return torch.full((1, 1), value, dtype=dtype).expand(height, width)
+
+
+def is_constant_map(tensor: torch.Tensor) -> bool:
+    return tensor.ndim > 0 and tensor.numel() > 1 and all(stride == 0 for stride in tensor.stride())
+
+
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``tensor.to(device)`` that keeps a constant map a zero-stride view (``.to`` would materialise it)."""
+    if is_constant_map(tensor):
+        return tensor[(0,) * tensor.ndim].reshape((1,) * tensor.ndim).to(device).expand(tensor.shape)
+    return tensor.to(device)
 
 
 def _resize_nearest(labels: np.ndarray, scale_factor: float) -> np.ndarray:
@@ -69,9 +86,8 @@ class RssegDataset(InputDataset):
 
     def _label_tensor(self, path: Path | None, height: int, width: int) -> torch.Tensor:
         if path is None:
-            return torch.full((height, width), self.ignore_index, dtype=torch.long)
-        labels = _resize_nearest(read_label_map(path), self.scale_factor)
-        return torch.from_numpy(labels.astype(np.int64))
+            return constant_map(self.ignore_index, height, width, LABEL_DTYPE)
+        return torch.from_numpy(_resize_nearest(read_label_map(path), self.scale_factor))
 
     def get_metadata(self, data: dict) -> dict:
         index = data["image_idx"]
@@ -86,17 +102,16 @@ class RssegDataset(InputDataset):
         if corrected is not None:  # a user's correction overrides the label map and any pseudo-label there
             labels = torch.where(corrected != NO_CORRECTION, corrected, labels)
         metadata[SEMANTIC_LABELS] = labels
-        metadata[SEMANTIC_MASK] = labels != self.ignore_index
         pseudo = None
         if self.pseudo_label_dir is not None and supervision_path is None:
             pseudo = load_pseudo_label(self.pseudo_label_dir, self.image_filenames[index].stem, self.ignore_index)
         if pseudo is not None:
             pseudo_labels, pseudo_weights = (_resize_nearest(array, self.scale_factor) for array in pseudo)
-            metadata[PSEUDO_LABELS] = torch.from_numpy(pseudo_labels.astype(np.int64))
+            metadata[PSEUDO_LABELS] = torch.from_numpy(pseudo_labels.astype(np.uint8))
             metadata[PSEUDO_WEIGHTS] = torch.from_numpy(pseudo_weights)
-        else:
-            metadata[PSEUDO_LABELS] = torch.full((height, width), self.ignore_index, dtype=torch.long)
-            metadata[PSEUDO_WEIGHTS] = torch.zeros((height, width), dtype=torch.float32)
+        else:  # no pseudo-label: constant views, no memory
+            metadata[PSEUDO_LABELS] = constant_map(self.ignore_index, height, width, LABEL_DTYPE)
+            metadata[PSEUDO_WEIGHTS] = constant_map(0.0, height, width, torch.float32)
         if corrected is not None:
             metadata[PSEUDO_WEIGHTS] = torch.where(corrected != NO_CORRECTION, 0.0, metadata[PSEUDO_WEIGHTS])
         return metadata
@@ -107,7 +122,7 @@ class RssegDataset(InputDataset):
         labels = self.corrections[index]
         if labels.shape != (height, width):  # made at another resolution (e.g. another camera scale factor)
             labels = np.asarray(Image.fromarray(labels).resize((width, height), resample=Image.Resampling.NEAREST))
-        return torch.from_numpy(labels.astype(np.int64))
+        return torch.from_numpy(labels.astype(np.uint8))
 
     def has_pseudo_label(self, index: int) -> bool:
         if self.pseudo_label_dir is None or self.semantics.supervision_paths[index] is not None:

@@ -72,14 +72,20 @@ def _image_size(path: Path) -> tuple[int, int]:
         raise SceneFormatError(path, f"unreadable image: {err}") from None
 
 
-def check_label_map(path: Path, image_path: Path, label_space: LabelSpace) -> None:
-    """Size must match the image; values must be class indices or the ignore index."""
+def check_label_map(
+    path: Path, image_path: Path, label_space: LabelSpace, image_size: tuple[int, int] | None = None
+) -> None:
+    """Size must match the image (``image_size`` when given, e.g. the upright size of an EXIF-rotated photo);
+    values must be class indices or the ignore index."""
     labels = read_label_map(path)
-    width, height = _image_size(image_path)
+    width, height = image_size or _image_size(image_path)
     if labels.shape != (height, width):
+        stored = _image_size(image_path) if image_size is not None else (width, height)
+        rotated = f" as displayed (stored {stored[0]}x{stored[1]}, rotated by its EXIF orientation)"
         raise SceneFormatError(
             path,
-            f"label map is {labels.shape[1]}x{labels.shape[0]} but its image {image_path.name} is {width}x{height}",
+            f"label map is {labels.shape[1]}x{labels.shape[0]} but its image {image_path.name} is {width}x{height}"
+            + (rotated if stored != (width, height) else ""),
         )
     values = np.unique(labels)
     bad = [int(v) for v in values if v >= label_space.num_classes and v != label_space.ignore_index]

@@ -82,6 +82,43 @@ class SemanticPixels:
 
 
 @dataclass
+class UnlabeledPixels:
+    """The frames without user labels, stacked (8-bit colour), for stage-2 rays supervised by the 2D appearance
+    model's predictions (which exist for every pixel of every view)."""
+
+    frame_indices: Int[Tensor, " F"]
+    images: Tensor
+    """``[F, H, W, C]`` uint8."""
+    ignore_index: int
+
+    @classmethod
+    def from_dataset(cls, dataset: RssegDataset, device: torch.device | str) -> UnlabeledPixels | None:
+        labeled = set(dataset.supervised_indices)
+        frames = [i for i in range(len(dataset)) if i not in labeled]
+        if not frames:
+            return None
+        images = [(dataset.get_image_float32(i)[..., :3] * 255).round().to(torch.uint8) for i in frames]
+        if len({tuple(image.shape[:2]) for image in images}) > 1:
+            raise ValueError("frames must share one resolution for ray sampling of the 2D appearance targets")
+        return cls(torch.tensor(frames, device=device), torch.stack(images).to(device), dataset.ignore_index)
+
+    def sample(self, num_rays: int) -> tuple[dict[str, Tensor], Int[Tensor, "R 3"]]:
+        """Uniform random pixels; their label keys say "no label", so only the 2D targets supervise them."""
+        count, height, width = self.images.shape[:3]
+        device = self.images.device
+        frame = torch.randint(count, (num_rays,), device=device)
+        y, x = torch.randint(height, (num_rays,), device=device), torch.randint(width, (num_rays,), device=device)
+        ignore = torch.full((num_rays,), self.ignore_index, dtype=torch.long, device=device)
+        batch = {
+            "image": self.images[frame, y, x].float() / 255.0,
+            SEMANTIC_LABELS: ignore,
+            PSEUDO_LABELS: ignore.clone(),
+            PSEUDO_WEIGHTS: torch.zeros(num_rays, device=device),
+        }
+        return batch, torch.stack([self.frame_indices[frame], y, x], dim=-1)
+
+
+@dataclass
 class RssegNerfDatamanagerConfig(RssegRayDatamanagerConfig):
     """RGB ray batches in stage 1, labeled (and pseudo-labeled) ray batches in stage 2."""
 
@@ -91,6 +128,9 @@ class RssegNerfDatamanagerConfig(RssegRayDatamanagerConfig):
     """Rays per stage-2 step, all from supervised pixels."""
     pseudo_ray_fraction: float = 0.5
     """Share of the stage-2 rays drawn from pseudo-labeled frames, when a pseudo-label set is in use."""
+    appearance_ray_fraction: float = 0.5
+    """Share of the stage-2 rays drawn uniformly from the unlabeled frames once the 2D appearance model has
+    predictions (--pipeline.appearance.*): they are supervised by those predictions only."""
 
 
 class RssegNerfDatamanager(RssegRayDatamanager):
@@ -100,10 +140,22 @@ class RssegNerfDatamanager(RssegRayDatamanager):
     semantic_stage: bool = False
     """Set before every iteration from the model (see get_training_callbacks)."""
 
+    _model = None
+
     @cached_property
     def semantic_pixels(self) -> SemanticPixels:
         """Built on first use, so stage 1 holds no second copy of the labeled frames."""
         return SemanticPixels.from_dataset(self.train_dataset, self.device)
+
+    @cached_property
+    def unlabeled_pixels(self) -> UnlabeledPixels | None:
+        return UnlabeledPixels.from_dataset(self.train_dataset, self.device)
+
+    def _appearance_rays(self) -> int:
+        """Rays of a stage-2 batch for the 2D appearance targets (0 until the first 2D round has run)."""
+        if getattr(self._model, "appearance_targets", None) is None or self.unlabeled_pixels is None:
+            return 0
+        return round(self.config.num_semantic_rays_per_batch * self.config.appearance_ray_fraction)
 
     def refresh_semantic_supervision(self, indices: list[int]) -> None:
         super().refresh_semantic_supervision(indices)
@@ -112,6 +164,7 @@ class RssegNerfDatamanager(RssegRayDatamanager):
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> list:
         callbacks = list(super().get_training_callbacks(training_callback_attributes))
         pipeline = training_callback_attributes.pipeline
+        self._model = pipeline.model if pipeline is not None else None
         stage_of = getattr(pipeline.model, "in_semantic_stage", None) if pipeline is not None else None
         if stage_of is None:  # a model without stages: RGB batches (with their labels) throughout
             return callbacks
@@ -124,9 +177,14 @@ class RssegNerfDatamanager(RssegRayDatamanager):
     def next_train(self, step: int) -> tuple[RayBundle, dict]:
         if self.semantic_stage:
             self.train_count += 1
+            appearance_rays = self._appearance_rays()
             batch, indices = self.semantic_pixels.sample(
-                self.config.num_semantic_rays_per_batch, self.config.pseudo_ray_fraction
+                self.config.num_semantic_rays_per_batch - appearance_rays, self.config.pseudo_ray_fraction
             )
+            if appearance_rays:
+                extra, extra_indices = self.unlabeled_pixels.sample(appearance_rays)  # type: ignore[union-attr]
+                batch = {key: torch.cat([value, extra[key].to(value)]) for key, value in batch.items()}
+                indices = torch.cat([indices, extra_indices])
             batch["indices"] = indices
             ray_bundle = self.train_ray_generator(indices)
         else:

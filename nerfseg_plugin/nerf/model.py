@@ -23,6 +23,7 @@ from nerfstudio.models.nerfacto import NerfactoModel
 from torch import Tensor, nn
 
 from nerfseg_plugin.compat import drop_unavailable_lpips, offline_lpips
+from nerfseg_plugin.data.dataset import SEMANTIC_LABELS
 from nerfseg_plugin.nerf.config import RssegNerfModelConfig
 from nerfseg_plugin.nerf.datamanager import PIXEL_RGB
 from nerfseg_plugin.nerf.semantic_branch import SemanticBranch
@@ -160,6 +161,9 @@ class RssegNerfModel(SemanticViewerMixin, SemanticModelMixin, NerfactoModel):
         return groups
 
     # --- stages -----------------------------------------------------------------------------------------------
+    def semantic_first_step(self) -> int:
+        return self.config.semantic_stage_start
+
     def in_semantic_stage(self, step: int) -> bool:
         """Whether ``step`` belongs to stage 2 (the datamanager follows this to switch to labeled rays)."""
         return step >= self.config.semantic_stage_start
@@ -231,6 +235,9 @@ class RssegNerfModel(SemanticViewerMixin, SemanticModelMixin, NerfactoModel):
         losses = self.semantic_supervision_losses(
             outputs[SEMANTIC_LOGITS], batch, cfg.label_loss_weight, cfg.pseudo_label_weight
         )
+        appearance = self._appearance_targets_of(batch)
+        if appearance is not None:
+            losses.update(self.appearance_supervision_loss(outputs[SEMANTIC_LOGITS], *appearance))
         if COLOUR_LOGITS in outputs:
             colour_losses = self.semantic_supervision_losses(
                 outputs[COLOUR_LOGITS],
@@ -238,8 +245,18 @@ class RssegNerfModel(SemanticViewerMixin, SemanticModelMixin, NerfactoModel):
                 cfg.label_loss_weight * cfg.colour_loss_weight,
                 cfg.pseudo_label_weight * cfg.colour_loss_weight,
             )
+            if appearance is not None:  # C2S learns from the 2D predictions like from pseudo-labels
+                colour_appearance = self.appearance_supervision_loss(outputs[COLOUR_LOGITS], *appearance)
+                colour_losses.update({k: cfg.colour_loss_weight * v for k, v in colour_appearance.items()})
             losses.update({f"colour_{name}": loss for name, loss in colour_losses.items()})
         return losses
+
+    def _appearance_targets_of(self, batch: dict) -> tuple[Tensor, Tensor, Tensor | None] | None:
+        """2D targets, weights and user labels of a stage-2 ray batch, when a 2D round has run."""
+        if self.appearance_targets is None or "indices" not in batch:
+            return None
+        targets, weights = self.appearance_targets.for_rays(batch["indices"])
+        return targets, weights, batch.get(SEMANTIC_LABELS)
 
     def get_image_metrics_and_images(
         self, outputs: dict[str, Tensor], batch: dict[str, Tensor]

@@ -18,8 +18,9 @@ class ProcessDataConfig:
     images: Path
     """Folder of RGB photos (jpg, png, tif, bmp; top level only). Each photo that registers becomes a frame."""
     labels: Path
-    """Folder of training label maps (semantic_path), matched to photos by file stem: IMG_0042.png labels IMG_0042.JPG.
-    Single-channel 8-bit PNGs of class indices, 255 = ignore."""
+    """Training labels (semantic_path): a folder of label maps matched to photos by file stem (IMG_0042.png labels
+    IMG_0042.JPG; single-channel 8-bit PNGs of class indices, 255 = ignore), a folder of LabelMe JSON files, or a
+    COCO / CVAT-for-COCO JSON export (polygons mapped to classes.json by class name)."""
     classes: Path
     """classes.json: {"ignore_index": 255, "classes": [{"name": ..., "color": [r, g, b]}, ...]}."""
     output: Path
@@ -38,10 +39,13 @@ class ProcessDataConfig:
     single_camera: bool = True
     """All photos come from one camera at one zoom (a typical survey) and share one set of intrinsics.
     Turn off for mixed cameras or sizes: photos are then grouped by size and EXIF."""
-    matching: Literal["auto", "exhaustive", "sequential"] = "auto"
+    matching: Literal["auto", "exhaustive", "sequential", "spatial"] = "auto"
     """Which photo pairs to match. exhaustive: every pair (robust, quadratic cost).
     sequential: each photo with its successors in file-name order (video-like captures; no vocabulary tree).
-    auto: exhaustive up to --exhaustive-max-images photos, sequential beyond."""
+    spatial: each photo with its nearest neighbours by EXIF GPS (surveys of any size).
+    auto: spatial when every photo has GPS, else exhaustive up to --exhaustive-max-images photos, sequential beyond."""
+    spatial_max_neighbors: int = 50
+    """Spatial matching: how many GPS neighbours each photo is matched with."""
     exhaustive_max_images: int = 150
     """Largest photo count that --matching auto still matches exhaustively."""
     sequential_overlap: int = 20
@@ -52,6 +56,21 @@ class ProcessDataConfig:
     """Fail unless at least this share of the photos registers in the reconstruction."""
     downscale: int = 1
     """Write images and label maps downscaled by this integer factor (labels with nearest neighbour)."""
+    max_image_size: int | None = None
+    """Write images and label maps with their longer side at most this many pixels (any factor, aspect kept,
+    labels with nearest neighbour); overrides --downscale for photos larger than that."""
+    sift_max_image_size: int = 3200
+    """SIFT runs on photos shrunk to at most this longer side (bounds time and memory on 20 MP photos)."""
+    georeference: Literal["auto", "off"] = "auto"
+    """auto: when at least 3 registered photos carry EXIF GPS (or --gcp is given), write the scene in metres with z
+    up in a projected CRS and record transforms.json "georeference". off: keep the arbitrary SfM frame."""
+    crs: str | None = None
+    """Projected CRS in metres for the georeferenced scene (e.g. EPSG:32614); default: the GPS's UTM zone."""
+    gps_max_error_m: float = 10.0
+    """A camera whose fitted centre lies further than this from its GPS position is an outlier of the fit."""
+    gcp: Path | None = None
+    """Ground control points (OpenDroneMap gcp_list.txt: a CRS line, then "x y z pixel_x pixel_y image [name]");
+    they override the GPS for georeferencing."""
     distortion_tolerance_px: float = 0.1
     """Lens distortion that moves no pixel by more than this is dropped instead of resampling every photo."""
     use_gpu: Literal["auto", "on", "off"] = "auto"
@@ -73,6 +92,16 @@ class ProcessDataConfig:
                 f"min_registered_share must be in (0, 1], got {self.min_registered_share}",
             ),
             (self.downscale >= 1, f"downscale must be a positive integer, got {self.downscale}"),
+            (
+                self.max_image_size is None or self.max_image_size >= 16,
+                f"max_image_size must be at least 16 pixels, got {self.max_image_size}",
+            ),
+            (
+                self.sift_max_image_size >= 64,
+                f"sift_max_image_size must be at least 64, got {self.sift_max_image_size}",
+            ),
+            (self.gps_max_error_m > 0, f"gps_max_error_m must be positive, got {self.gps_max_error_m}"),
+            (self.spatial_max_neighbors >= 1, "spatial_max_neighbors must be at least 1"),
             (
                 self.exhaustive_max_images >= 2,
                 f"exhaustive_max_images must be at least 2, got {self.exhaustive_max_images}",

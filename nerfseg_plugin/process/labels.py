@@ -6,7 +6,7 @@ for a reconstruction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -14,6 +14,7 @@ from PIL import Image
 from nerfseg_plugin.data.scene_validation import check_label_map
 from nerfseg_plugin.errors import SceneFormatError
 from nerfseg_plugin.process.config import ProcessDataConfig
+from nerfseg_plugin.process.exif import PhotoExif, read_exif, upright_size
 from nerfseg_plugin.semantics.label_space import LabelSpace
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -24,14 +25,26 @@ LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
 
 @dataclass(frozen=True)
 class ProcessingInputs:
-    """The checked inputs: photos (file names, sorted) and, per photo name, its label files."""
+    """The checked inputs: photos (file names, sorted) and, per photo name, its label files and EXIF."""
 
     image_dir: Path
     image_names: list[str]
     image_sizes: dict[str, tuple[int, int]]
+    """(width, height) as displayed, i.e. after the EXIF orientation (what label maps must match)."""
     supervision: dict[str, Path]
     evaluation: dict[str, Path]
     label_space: LabelSpace
+    exif: dict[str, PhotoExif] = field(default_factory=dict)
+
+    @property
+    def gps_names(self) -> list[str]:
+        """Photos whose EXIF holds a GPS position."""
+        return [name for name in self.image_names if name in self.exif and self.exif[name].gps is not None]
+
+    @property
+    def rotated_names(self) -> list[str]:
+        """Photos whose EXIF orientation is not upright."""
+        return [name for name in self.image_names if name in self.exif and self.exif[name].is_rotated]
 
 
 def _files(folder: Path, what: str) -> list[Path]:
@@ -88,12 +101,28 @@ def image_size(path: Path) -> tuple[int, int]:
         raise SceneFormatError(path, f"unreadable image: {err}") from None
 
 
-def collect_inputs(config: ProcessDataConfig) -> ProcessingInputs:
-    """Find photos and labels, check classes.json, every label map and the camera settings against the photos."""
+def collect_inputs(config: ProcessDataConfig, annotation_dir: Path | None = None) -> ProcessingInputs:
+    """Find photos and labels, check classes.json, every label map and the camera settings against the photos.
+
+    Annotation-tool exports (LabelMe, COCO) given as --labels / --eval-labels are rasterised into label maps
+    under ``annotation_dir`` first."""
+    from nerfseg_plugin.process.annotations import is_annotation_export, rasterise_annotations
+
     label_space = LabelSpace.load(config.classes)
     images_by_stem = list_images(config.images)
-    supervision = match_labels(config.labels, images_by_stem, config.images)
-    evaluation = match_labels(config.eval_labels, images_by_stem, config.images) if config.eval_labels else {}
+    exif = {path.name: read_exif(path) for path in images_by_stem.values()}
+    sizes_by_stem = {
+        stem: upright_size(image_size(path), exif[path.name].orientation) for stem, path in images_by_stem.items()
+    }
+    folders = {}
+    for key, source in (("labels", config.labels), ("eval_labels", config.eval_labels)):
+        if source is not None and is_annotation_export(source):
+            if annotation_dir is None:
+                raise ValueError("annotation exports need a folder to rasterise into")
+            source = rasterise_annotations(source, annotation_dir / key, images_by_stem, sizes_by_stem, label_space)
+        folders[key] = source
+    supervision = match_labels(folders["labels"], images_by_stem, config.images)
+    evaluation = match_labels(folders["eval_labels"], images_by_stem, config.images) if config.eval_labels else {}
     both = sorted(set(supervision) & set(evaluation))
     if both:
         raise SceneFormatError(
@@ -102,11 +131,11 @@ def collect_inputs(config: ProcessDataConfig) -> ProcessingInputs:
             "evaluation ground truth must never supervise",
         )
     names = sorted(path.name for path in images_by_stem.values())
-    sizes = {name: image_size(config.images / name) for name in names}
+    sizes = {path.name: sizes_by_stem[stem] for stem, path in images_by_stem.items()}
     for name, label_path in (*supervision.items(), *evaluation.items()):
-        check_label_map(label_path, config.images / name, label_space)
+        check_label_map(label_path, config.images / name, label_space, sizes[name])
     _check_camera_settings(config, sizes)
-    return ProcessingInputs(config.images, names, sizes, supervision, evaluation, label_space)
+    return ProcessingInputs(config.images, names, sizes, supervision, evaluation, label_space, exif)
 
 
 def _check_camera_settings(config: ProcessDataConfig, sizes: dict[str, tuple[int, int]]) -> None:

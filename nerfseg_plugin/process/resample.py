@@ -53,7 +53,14 @@ def max_distortion_px(camera: Any) -> float:
 class FrameResampler:
     """Maps one camera's photos and label maps to the written (undistorted, downscaled) images."""
 
-    def __init__(self, camera: Any, downscale: int, distortion_tolerance_px: float, ignore_index: int) -> None:
+    def __init__(
+        self,
+        camera: Any,
+        downscale: int,
+        distortion_tolerance_px: float,
+        ignore_index: int,
+        max_image_size: int | None = None,
+    ) -> None:
         import pycolmap
 
         self.camera = camera
@@ -62,27 +69,35 @@ class FrameResampler:
         self.undistort = max_distortion_px(camera) > distortion_tolerance_px
         self.options = pycolmap.UndistortCameraOptions()
         pinhole = pycolmap.undistort_camera(self.options, camera) if self.undistort else camera
-        scale_w, scale_h = pinhole.width // downscale, pinhole.height // downscale
-        # Downscaling crops the remainder at the right and bottom, so intrinsics scale by exactly 1 / downscale.
-        self.crop = (0, 0, scale_w * downscale, scale_h * downscale)
+        if max_image_size is not None and max(pinhole.width, pinhole.height) > max_image_size:
+            # Any factor, aspect kept: intrinsics scale by each axis' own ratio of rounded sizes.
+            factor = max_image_size / max(pinhole.width, pinhole.height)
+            width, height = max(1, round(pinhole.width * factor)), max(1, round(pinhole.height * factor))
+            self.crop = (0, 0, pinhole.width, pinhole.height)
+        else:
+            # Integer downscaling crops the remainder at the right and bottom: intrinsics scale by exactly 1/factor.
+            width, height = pinhole.width // downscale, pinhole.height // downscale
+            self.crop = (0, 0, width * downscale, height * downscale)
+        scale_x, scale_y = width / self.crop[2], height / self.crop[3]
+        self.resized = (width, height) != (pinhole.width, pinhole.height)
         self.intrinsics = PinholeIntrinsics(
-            fx=pinhole.focal_length_x / downscale,
-            fy=pinhole.focal_length_y / downscale,
-            cx=pinhole.principal_point_x / downscale,
-            cy=pinhole.principal_point_y / downscale,
-            width=scale_w,
-            height=scale_h,
+            fx=pinhole.focal_length_x * scale_x,
+            fy=pinhole.focal_length_y * scale_y,
+            cx=pinhole.principal_point_x * scale_x,
+            cy=pinhole.principal_point_y * scale_y,
+            width=width,
+            height=height,
         )
 
     @property
     def changes_pixels(self) -> bool:
-        return self.undistort or self.downscale > 1
+        return self.undistort or self.resized
 
     def image(self, rgb: np.ndarray) -> np.ndarray:
         """``[H, W, 3]`` uint8 photo -> written photo (bilinear undistortion, box-filtered downscale)."""
         if self.undistort:
             rgb = self._warp(rgb, nearest=False)
-        if self.downscale > 1:
+        if self.resized:
             size = (self.intrinsics.width, self.intrinsics.height)
             rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX, box=self.crop))
         return rgb
@@ -93,7 +108,7 @@ class FrameResampler:
         if self.undistort:
             inside = self._warp(np.ones_like(labels), nearest=True) == 1
             labels = np.where(inside, self._warp(labels, nearest=True), np.uint8(self.ignore_index))
-        if self.downscale > 1:
+        if self.resized:
             size = (self.intrinsics.width, self.intrinsics.height)
             labels = np.asarray(Image.fromarray(labels).resize(size, Image.Resampling.NEAREST, box=self.crop))
         return labels.astype(np.uint8)

@@ -1,7 +1,8 @@
 """Writing the reconstruction as a scene: transforms.json, images, label maps, classes.json, sparse_pc.ply.
 
-The scene keeps COLMAP's world frame (no ``applied_transform``): ``rsseg-data`` orients aerial scenes itself from
-the cameras, so reordering axes here would only add a transform to undo.
+A georeferenced reconstruction is already in the metric, z-up scene frame and transforms.json records
+``"georeference"`` (how scene coordinates map to the CRS). Otherwise the scene keeps COLMAP's world frame (no
+``applied_transform``): ``rsseg-data`` orients aerial scenes itself from the cameras.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from PIL import Image
 
 from nerfseg_plugin.data.scene_validation import read_label_map
 from nerfseg_plugin.process.config import ProcessDataConfig
+from nerfseg_plugin.process.exif import open_upright_rgb
+from nerfseg_plugin.process.georeference import Georeference
 from nerfseg_plugin.process.labels import ProcessingInputs
 from nerfseg_plugin.process.resample import FrameResampler
 from nerfseg_plugin.process.sfm import SfmResult
@@ -71,7 +74,9 @@ def opengl_camera_to_world(cam_from_world: np.ndarray) -> np.ndarray:
     return c2w
 
 
-def write_scene(config: ProcessDataConfig, inputs: ProcessingInputs, result: SfmResult) -> WriteSummary:
+def write_scene(
+    config: ProcessDataConfig, inputs: ProcessingInputs, result: SfmResult, georeference: Georeference | None = None
+) -> WriteSummary:
     """Write every registered photo (file-name order) with its labels; returns what was written."""
     output = config.output
     (output / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
@@ -85,6 +90,7 @@ def write_scene(config: ProcessDataConfig, inputs: ProcessingInputs, result: Sfm
             config.downscale,
             config.distortion_tolerance_px,
             inputs.label_space.ignore_index,
+            config.max_image_size,
         )
         for camera_id in used_cameras
     }
@@ -110,9 +116,13 @@ def write_scene(config: ProcessDataConfig, inputs: ProcessingInputs, result: Sfm
         summary.supervision += "semantic_path" in frame
         summary.evaluation += "semantic_eval_path" in frame
         frames.append(frame)
-    meta: dict = {"camera_model": "PINHOLE"}
+    # The world frame is COLMAP's (or the georeferenced one): say so, or nerfstudio assumes an axis swap and its
+    # dataparser_transforms.json would no longer map this file's coordinates.
+    meta: dict = {"camera_model": "PINHOLE", "applied_transform": np.eye(4)[:3].tolist()}
     if len(resamplers) == 1:
         meta.update(next(iter(resamplers.values())).intrinsics.to_json())
+    if georeference is not None:
+        meta["georeference"] = georeference.to_json()
     meta.update({"ply_file_path": POINTS_FILE, "frames": frames})
     (output / TRANSFORMS_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     inputs.label_space.save(output / CLASSES_FILE)
@@ -128,9 +138,18 @@ def _write_image(source: Path, target: Path, resampler: FrameResampler) -> None:
     if not resampler.changes_pixels:
         shutil.copy2(source, target)  # byte-identical, EXIF included
         return
-    with Image.open(source) as image:
-        rgb = np.asarray(image.convert("RGB"))
-    written = Image.fromarray(resampler.image(rgb))
+    if resampler.undistort:
+        written = Image.fromarray(resampler.image(np.asarray(open_upright_rgb(source))))
+    else:
+        # Only a resize: JPEG decoding at a reduced scale (draft) keeps 20 MP photos out of memory.
+        size = (resampler.intrinsics.width, resampler.intrinsics.height)
+        image = open_upright_rgb(source, max(size))
+        scale_x = image.width / resampler.camera.width
+        box = tuple(
+            c * scale_x if i % 2 == 0 else c * image.height / resampler.camera.height
+            for i, c in enumerate(resampler.crop)
+        )
+        written = image.resize(size, Image.Resampling.BOX, box=box)
     if target.suffix.lower() in (".jpg", ".jpeg"):
         written.save(target, quality=JPEG_QUALITY, subsampling=0)
     else:

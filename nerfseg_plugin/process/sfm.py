@@ -35,9 +35,17 @@ def select_device(use_gpu: str) -> Any:
     return pycolmap.Device.cuda if use_gpu != "off" and pycolmap.has_cuda else pycolmap.Device.cpu
 
 
-def matching_method(config: ProcessDataConfig, num_images: int) -> str:
+def matching_method(config: ProcessDataConfig, num_images: int, num_with_gps: int = 0) -> str:
+    """The --matching choice; auto: spatial (GPS neighbours) when every photo has GPS, else by photo count."""
     if config.matching != "auto":
+        if config.matching == "spatial" and num_with_gps < num_images:
+            raise ValueError(
+                f"--matching spatial needs EXIF GPS on every photo, but {num_images - num_with_gps} of {num_images} "
+                "have none; use --matching exhaustive or sequential"
+            )
         return config.matching
+    if num_images > 0 and num_with_gps == num_images:
+        return "spatial"
     return "exhaustive" if num_images <= config.exhaustive_max_images else "sequential"
 
 
@@ -62,6 +70,7 @@ def extract_features(config: ProcessDataConfig, inputs: ProcessingInputs, databa
     extraction.num_threads = config.num_threads
     extraction.use_gpu = device == pycolmap.Device.cuda
     extraction.sift.max_num_features = config.max_num_features
+    extraction.max_image_size = config.sift_max_image_size  # SIFT on a bounded size: time and memory per photo
     pycolmap.extract_features(
         database,
         inputs.image_dir,
@@ -83,6 +92,13 @@ def match_features(config: ProcessDataConfig, database: Path, method: str, devic
     verification.ransac.random_seed = config.seed
     if method == "exhaustive":
         pycolmap.match_exhaustive(database, matching, verification_options=verification, device=device)
+    elif method == "spatial":
+        # Neighbours by the EXIF GPS that feature extraction stored as pose priors.
+        pairing = pycolmap.SpatialPairingOptions()
+        pairing.max_num_neighbors = config.spatial_max_neighbors
+        pairing.max_distance = 1e5  # the neighbour count bounds the pairs; footprints of high flights exceed 100 m
+        pairing.num_threads = config.num_threads
+        pycolmap.match_spatial(database, matching, pairing, verification, device=device)
     else:
         # No loop detection: it needs a vocabulary tree, which would have to be downloaded.
         pairing = pycolmap.SequentialPairingOptions()

@@ -8,6 +8,8 @@ import time
 import tyro
 
 from nerfseg_plugin.scenegen.generator import SceneGenConfig, generate_scene
+from nerfseg_plugin.scenegen.geotag import GEOTAG_TRUTH_FILE
+from nerfseg_plugin.scenegen.ortho_truth import ORTHO_TRUTH_DIR
 from nerfseg_plugin.scenegen.writer import TRANSFORMS_FILE, class_pixel_shares
 
 
@@ -23,6 +25,10 @@ def main(config: SceneGenConfig) -> None:
     print(f"  views: {len(frames)} at {config.width}x{config.height}; labeled views: {labeled}")
     shares = class_pixel_shares(folder)
     print("  class pixel shares: " + ", ".join(f"{name} {share:.1%}" for name, share in shares.items()))
+    if config.geotag:
+        print(f"  geotagged JPEGs (GPS noise {config.gps_noise_m} m), truth: {folder / GEOTAG_TRUTH_FILE}")
+    if config.ortho_truth:
+        print(f"  ortho truth (labels, heights at {config.ortho_truth_gsd} m): {folder / ORTHO_TRUTH_DIR}")
 
 
 def entrypoint() -> None:

@@ -10,9 +10,11 @@ import numpy as np
 from tqdm import tqdm
 
 from nerfseg_plugin.scenegen.cameras import FlightPattern, Intrinsics, flight_path
+from nerfseg_plugin.scenegen.geotag import GeotagOrigin, make_geotags, write_geotag_truth
 from nerfseg_plugin.scenegen.layout import STYLE_BUILDERS, TownStyle, build_town
 from nerfseg_plugin.scenegen.materials import IGNORE_LABEL
 from nerfseg_plugin.scenegen.noise import ValueNoise
+from nerfseg_plugin.scenegen.ortho_truth import write_ortho_truth
 from nerfseg_plugin.scenegen.shading import Lighting, Renderer
 from nerfseg_plugin.scenegen.writer import (
     DEPTH_DIR,
@@ -49,6 +51,9 @@ class SceneGenConfig:
     num_labeled: int = 3
     """Views whose label maps are training supervision (``semantic_path``), spread evenly along the path; the
     other views' label maps are evaluation ground truth (``semantic_eval_path``)."""
+    labeled_views: tuple[int, ...] = ()
+    """Explicit labeled view indices (0-based, along the flight); overrides num_labeled's even spread. The scene
+    itself does not depend on them, so the same seed regenerates it with other labeled views."""
     image_format: Literal["png", "jpg"] = "png"
     """Image file format."""
     jpeg_quality: int = 90
@@ -58,13 +63,19 @@ class SceneGenConfig:
     overwrite: bool = False
     """Allow writing into a non-empty folder, replacing a previous scene there."""
     flight: FlightPattern = "orbit"
-    """Flight pattern: orbit (circle around the town looking at its centre) or lawnmower (back-and-forth strips)."""
+    """Flight pattern: orbit (circle around the town looking at its centre), lawnmower (back-and-forth strips) or
+    grid (serpentine nadir survey lines, about square, sized by --overlap)."""
     town_size: float = 120.0
     """Side of the built-up square in metres."""
     altitude: float = 0.75
-    """Flight altitude as a fraction of ``town_size``."""
+    """Flight altitude as a fraction of ``town_size`` (orbit and lawnmower; grid derives it from --overlap)."""
     tilt_deg: float = 35.0
-    """Camera tilt from nadir in degrees."""
+    """Camera tilt from nadir in degrees (orbit and lawnmower; grid cameras look straight down)."""
+    overlap: float = 0.7
+    """Grid flight only: front and side overlap of neighbouring footprints on the ground. Cameras look straight
+    down (tilt ignored), image x along the flight; the altitude follows from the overlap and the line spacing
+    (footprint = spacing / (1 - overlap)) but never goes below 1.5x the tallest building, where the overlap then
+    comes out higher than asked."""
     fov_deg: float = 60.0
     """Horizontal field of view in degrees."""
     jitter: float = 1.0
@@ -75,6 +86,22 @@ class SceneGenConfig:
     """Supersample colours 2x2 at label and depth edges (labels always come from the pixel centre)."""
     show_progress: bool = True
     """Show a progress bar while rendering."""
+    ortho_truth: bool = False
+    """Also write ``ortho_truth/``: the town's exact top-down label map and surface heights (straight-down rays
+    over the town grid, see ``ortho_truth.py``), the reference for orthographic exports such as rsseg-export-geo."""
+    ortho_truth_gsd: float = 0.25
+    """Cell size of the ortho-truth rasters in metres."""
+    geotag: bool = False
+    """Write EXIF GPS (camera centre plus --gps-noise-m), camera and capture time into each JPEG, with the world
+    placed at --origin-lat/--origin-lon in its UTM zone; the exact mapping goes to geotag_truth.json. Needs jpg."""
+    gps_noise_m: float = 3.0
+    """Standard deviation of the GPS error per axis in metres (consumer drone GPS: 1-5 m)."""
+    origin_lat: float = 40.7128
+    """Latitude (WGS 84 degrees) of the world origin when geotagging."""
+    origin_lon: float = -74.0060
+    """Longitude (WGS 84 degrees) of the world origin when geotagging."""
+    origin_alt: float = 100.0
+    """Altitude in metres of the world origin (the ground) when geotagging."""
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting that cannot work."""
@@ -95,7 +122,21 @@ class SceneGenConfig:
             (5.0 <= self.tilt_deg <= 60.0, f"tilt_deg must be in 5..60, got {self.tilt_deg}"),
             (10.0 <= self.fov_deg <= 120.0, f"fov_deg must be in 10..120, got {self.fov_deg}"),
             (self.jitter >= 0.0, f"jitter must be non-negative, got {self.jitter}"),
+            (0.0 <= self.overlap <= 0.95, f"overlap must be in 0..0.95, got {self.overlap}"),
+            (
+                all(0 <= i < self.num_views for i in self.labeled_views),
+                f"labeled_views {list(self.labeled_views)} must be view indices in 0..{self.num_views - 1}",
+            ),
+            (
+                len(set(self.labeled_views)) == len(self.labeled_views),
+                f"labeled_views {list(self.labeled_views)} has duplicates",
+            ),
             (self.num_points >= 1, f"num_points must be at least 1, got {self.num_points}"),
+            (not self.geotag or self.image_format == "jpg", "geotag needs --image-format jpg (EXIF lives in JPEGs)"),
+            (self.gps_noise_m >= 0.0, f"gps_noise_m must be non-negative, got {self.gps_noise_m}"),
+            (-80.0 <= self.origin_lat <= 84.0, f"origin_lat must be in -80..84 (UTM), got {self.origin_lat}"),
+            (-180.0 <= self.origin_lon <= 180.0, f"origin_lon must be in -180..180, got {self.origin_lon}"),
+            (0.02 <= self.ortho_truth_gsd <= 10.0, f"ortho_truth_gsd must be in 0.02..10, got {self.ortho_truth_gsd}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -127,6 +168,9 @@ def generate_scene(config: SceneGenConfig) -> Path:
         config.tilt_deg,
         config.jitter,
         np.random.default_rng(camera_seed),
+        intrinsics=intrinsics,
+        overlap=config.overlap,
+        tallest=renderer.tracer.max_height,
     )
     lowest_camera = min(float(c2w[2, 3]) for c2w in poses)
     if lowest_camera <= renderer.tracer.max_height + 2.0:
@@ -134,6 +178,17 @@ def generate_scene(config: SceneGenConfig) -> Path:
             f"altitude {config.altitude} puts cameras as low as {lowest_camera:.0f} m, but this town's buildings and "
             f"trees reach {renderer.tracer.max_height:.0f} m; raise --altitude"
         )
+    geotags, geotag_truth = (
+        make_geotags(
+            poses,
+            GeotagOrigin(config.origin_lat, config.origin_lon, config.origin_alt),
+            config.gps_noise_m,
+            config.fov_deg,
+            config.seed,
+        )
+        if config.geotag
+        else (None, None)
+    )
     prepare_output(folder, config.overwrite, with_depth=config.save_depth)
     point_rng = np.random.default_rng(point_seed)
     point_views = set(np.linspace(0, config.num_views - 1, min(config.num_views, 12)).round().astype(int).tolist())
@@ -147,7 +202,8 @@ def generate_scene(config: SceneGenConfig) -> Path:
             views = renderer.render(poses[first : first + batch], intrinsics, antialias=config.antialias)
             for index, (rgb, labels, depth) in enumerate(views, start=first):
                 stem = frame_stem(index)
-                write_image(folder / IMAGES_DIR / f"{stem}{suffix}", rgb, config.jpeg_quality)
+                exif = geotags[index] if geotags is not None else None
+                write_image(folder / IMAGES_DIR / f"{stem}{suffix}", rgb, config.jpeg_quality, exif)
                 write_label_map(folder / SEMANTICS_DIR / f"{stem}.png", labels)
                 if config.save_depth:
                     np.save(folder / DEPTH_DIR / f"{stem}.npy", depth)
@@ -157,9 +213,14 @@ def generate_scene(config: SceneGenConfig) -> Path:
                     cloud_xyz.append(xyz)
                     cloud_rgb.append(colors)
                 progress.update()
-    write_transforms(folder, intrinsics, poses, suffix, set(labeled_indices(config.num_views, config.num_labeled)))
+    labeled = config.labeled_views or labeled_indices(config.num_views, config.num_labeled)
+    write_transforms(folder, intrinsics, poses, suffix, set(labeled))
     xyz, colors = np.concatenate(cloud_xyz)[: config.num_points], np.concatenate(cloud_rgb)[: config.num_points]
     write_point_cloud(folder / POINTS_FILE, xyz, colors)
+    if geotag_truth is not None:
+        write_geotag_truth(folder, geotag_truth)
+    if config.ortho_truth:
+        write_ortho_truth(folder, renderer.tracer, config.ortho_truth_gsd)
     return folder
 
 

@@ -14,7 +14,7 @@ from nerfseg_plugin.scenegen.materials import SCENE_LABEL_SPACE
 
 IMAGES_DIR, SEMANTICS_DIR, DEPTH_DIR = "images", "semantics", "depth"
 TRANSFORMS_FILE, CLASSES_FILE, POINTS_FILE = "transforms.json", "classes.json", "sparse_pc.ply"
-_OWN_ENTRIES = (IMAGES_DIR, SEMANTICS_DIR, DEPTH_DIR, TRANSFORMS_FILE, CLASSES_FILE, POINTS_FILE)
+_OWN_ENTRIES = (IMAGES_DIR, SEMANTICS_DIR, DEPTH_DIR, TRANSFORMS_FILE, CLASSES_FILE, POINTS_FILE, "geotag_truth.json")
 
 
 def check_output(folder: Path, overwrite: bool) -> None:
@@ -42,10 +42,11 @@ def frame_stem(index: int) -> str:
     return f"frame_{index:05d}"
 
 
-def write_image(path: Path, rgb: np.ndarray, jpeg_quality: int) -> None:
+def write_image(path: Path, rgb: np.ndarray, jpeg_quality: int, exif: bytes | None = None) -> None:
+    """PNG or JPEG by suffix; ``exif`` (an EXIF block, e.g. geotags) goes into JPEGs."""
     image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
     if path.suffix == ".jpg":
-        image.save(path, quality=jpeg_quality, subsampling=0)
+        image.save(path, quality=jpeg_quality, subsampling=0, **({"exif": exif} if exif else {}))
     else:
         image.save(path)
 

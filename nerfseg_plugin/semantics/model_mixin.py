@@ -12,6 +12,7 @@ from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor
 
+from nerfseg_plugin.appearance.targets import AppearanceTargets
 from nerfseg_plugin.data.dataparser import SEMANTICS_METADATA_KEY
 from nerfseg_plugin.data.dataset import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_GT, SEMANTIC_LABELS
 from nerfseg_plugin.semantics.colormaps import label_colormap
@@ -22,6 +23,7 @@ from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS, label_map, predict
 
 SEMANTIC_LOSS = "semantic_loss"
 PSEUDO_LABEL_LOSS = "pseudo_label_loss"
+APPEARANCE_LOSS = "appearance_loss"
 
 
 class SemanticModelMixin:
@@ -30,6 +32,36 @@ class SemanticModelMixin:
     label_space: LabelSpace
     kwargs: dict
     device: torch.device
+    appearance_targets: AppearanceTargets | None = None
+    """Per-view 2D appearance predictions supervising the 3D field (set by the pipeline after each 2D round)."""
+    appearance_loss_weight: float = 0.0
+
+    def semantic_first_step(self) -> int:
+        """First training step at which the semantic field learns (2D rounds are scheduled after it)."""
+        return 0
+
+    def set_appearance_targets(self, targets: AppearanceTargets | None, loss_weight: float) -> None:
+        """Supervise the semantic field with these 2D predictions from now on (None: stop)."""
+        self.appearance_targets = targets
+        self.appearance_loss_weight = loss_weight
+
+    def appearance_supervision_loss(
+        self,
+        logits: Float[Tensor, "*batch K"],
+        targets: Tensor,
+        weights: Tensor,
+        user_labels: Tensor | None,
+    ) -> dict[str, Tensor]:
+        """Cross-entropy against the 2D predictions, weighted by their confidence; never where the user labeled
+        (real labels win). Empty when no 2D round has run yet."""
+        if self.appearance_targets is None or self.appearance_loss_weight <= 0:
+            return {}
+        targets, weights = targets.to(logits.device), weights.to(logits.device)
+        if user_labels is not None:
+            weights = torch.where(user_labels.to(logits.device) != self.label_space.ignore_index, 0.0, weights)
+        valid = weights > 0
+        loss = semantic_cross_entropy(logits[valid], targets[valid], self.label_space.ignore_index, weights[valid])
+        return {APPEARANCE_LOSS: self.appearance_loss_weight * loss}
 
     def setup_label_space(self) -> LabelSpace:
         """The scene's label space, handed to every model through the pipeline's dataset metadata."""

@@ -59,11 +59,14 @@ def project_gaussians(
     near_plane: float = 0.01,
     far_plane: float = 1e10,
     radius_clip: float = 0.0,
+    camera_model: Literal["pinhole", "ortho"] = "pinhole",
 ) -> tuple[
     Int[Tensor, "C N"], Float[Tensor, "C N 2"], Float[Tensor, "C N"], Float[Tensor, "C N 3"], Float[Tensor, "C N"]
 ]:
-    """Pinhole EWA splatting: returns radii (int32, 0 = culled), means2d, depths, conics (upper triangle of the
-    inverse blurred 2D covariance) and the antialiasing compensation sqrt(det(cov) / det(cov + eps2d I)).
+    """Pinhole (or orthographic) EWA splatting: returns radii (int32, 0 = culled), means2d, depths, conics (upper
+    triangle of the inverse blurred 2D covariance) and the antialiasing compensation sqrt(det(cov) / det(cov + eps2d
+    I)). ``ortho`` is gsplat's ``_ortho_proj``: u = fx x + cx, v = fy y + cy, Jacobian [[fx, 0, 0], [0, fy, 0]]; depth
+    culling (near/far planes) is the same as for pinhole cameras.
 
     Culled entries keep finite values and receive zero gradients (their depth is replaced before dividing), as in
     gsplat whose CUDA backward skips them.
@@ -77,19 +80,13 @@ def project_gaussians(
 
     x, y, depths = means_c.unbind(-1)
     in_depth = (depths >= near_plane) & (depths <= far_plane)
-    z = torch.where(in_depth, depths, torch.ones_like(depths))
     fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]
     cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
-    # gsplat clamps the Jacobian's x/z, y/z to 1.3x the half field of view (beyond the principal point)
-    tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
-    lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * tan_fovx, cx / fx + 0.3 * tan_fovx
-    lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * tan_fovy, cy / fy + 0.3 * tan_fovy
-    rz = 1.0 / z
-    tx = z * torch.minimum(torch.maximum(x * rz, -lim_x_neg), lim_x_pos)
-    ty = z * torch.minimum(torch.maximum(y * rz, -lim_y_neg), lim_y_pos)
-    # rows of J Mc with J = [[fx/z, 0, -fx tx/z^2], [0, fy/z, -fy ty/z^2]]; cov2d = (J Mc)(J Mc)^T
-    JM0 = (fx * rz)[..., None] * Mc[:, 0] - (fx * tx * rz * rz)[..., None] * Mc[:, 2]
-    JM1 = (fy * rz)[..., None] * Mc[:, 1] - (fy * ty * rz * rz)[..., None] * Mc[:, 2]
+    if camera_model == "ortho":
+        JM0, JM1 = fx[..., None] * Mc[:, 0], fy[..., None] * Mc[:, 1]
+        means2d = torch.stack([fx * x + cx, fy * y + cy], dim=-1)
+    else:
+        JM0, JM1, means2d = _pinhole_jacobian_rows(x, y, depths, in_depth, Mc, fx, fy, cx, cy, width, height)
     c00, c01, c11 = (JM0 * JM0).sum(-1), (JM0 * JM1).sum(-1), (JM1 * JM1).sum(-1)
     det_orig = c00 * c11 - c01 * c01
     c00, c11 = c00 + eps2d, c11 + eps2d
@@ -100,7 +97,6 @@ def project_gaussians(
     ratio = det_orig / det
     # sqrt has an infinite slope at 0: keep its argument away from 0 where the value is 0 anyway
     compensations = torch.where(ratio > 0, torch.sqrt(ratio.clamp(min=1e-30)), torch.zeros_like(ratio))
-    means2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], dim=-1)
 
     with torch.no_grad():
         b = 0.5 * (c00 + c11)
@@ -110,6 +106,26 @@ def project_gaussians(
         keep = in_depth & ok & (radius > radius_clip) & on_screen
         radii = torch.where(keep, radius, torch.zeros_like(radius)).int()
     return radii, means2d, depths, conics, compensations
+
+
+def _pinhole_jacobian_rows(
+    x: Tensor, y: Tensor, depths: Tensor, in_depth: Tensor, Mc: Tensor,
+    fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor, width: int, height: int,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """Rows of J Mc and means2d for pinhole cameras (gsplat's ``_persp_proj``)."""
+    z = torch.where(in_depth, depths, torch.ones_like(depths))
+    # gsplat clamps the Jacobian's x/z, y/z to 1.3x the half field of view (beyond the principal point)
+    tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
+    lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * tan_fovx, cx / fx + 0.3 * tan_fovx
+    lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * tan_fovy, cy / fy + 0.3 * tan_fovy
+    rz = 1.0 / z
+    tx = z * torch.minimum(torch.maximum(x * rz, -lim_x_neg), lim_x_pos)
+    ty = z * torch.minimum(torch.maximum(y * rz, -lim_y_neg), lim_y_pos)
+    # rows of J Mc with J = [[fx/z, 0, -fx tx/z^2], [0, fy/z, -fy ty/z^2]]; cov2d = (J Mc)(J Mc)^T
+    JM0 = (fx * rz)[..., None] * Mc[:, 0] - (fx * tx * rz * rz)[..., None] * Mc[:, 2]
+    JM1 = (fy * rz)[..., None] * Mc[:, 1] - (fy * ty * rz * rz)[..., None] * Mc[:, 2]
+    means2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], dim=-1)
+    return JM0, JM1, means2d
 
 
 @torch.no_grad()
@@ -252,8 +268,9 @@ def rasterization_cpu(
     """``gsplat.rendering.rasterization`` (1.4.0) on CPU: same arguments, outputs and ``meta`` keys, for the
     non-packed layout only (hence ``packed`` defaults to False here, True in gsplat). ``colors``: [N, D] or
     [C, N, D], or SH coefficients [N, K, 3] / [C, N, K, 3] when ``sh_degree`` is set. ``channel_chunk`` is accepted
-    and ignored: the kernels composite any number of channels in one pass. ``ortho``/``fisheye`` cameras, ``covars``,
-    ``sparse_grad`` and ``distributed`` raise ValueError.
+    and ignored: the kernels composite any number of channels in one pass. ``camera_model`` is ``pinhole`` or
+    ``ortho`` (gsplat's orthographic projection); ``fisheye``, ``covars``, ``sparse_grad`` and ``distributed`` raise
+    ValueError.
 
     ``geometry_grad_channels=k`` (CPU only, not in gsplat): only the first k channels of ``colors`` (and the depth
     of the ``+D``/``+ED`` modes) send gradients to the geometry; the remaining channels get their own gradients with
@@ -261,8 +278,8 @@ def rasterization_cpu(
     detached geometry, e.g. for semantic features that must not move the Gaussians."""
     if packed:
         raise ValueError("rasterization_cpu supports packed=False only; pass packed=False on CPU.")
-    if camera_model != "pinhole":
-        raise ValueError(f"rasterization_cpu supports camera_model='pinhole' only, got {camera_model!r}.")
+    if camera_model not in ("pinhole", "ortho"):
+        raise ValueError(f"rasterization_cpu supports camera_model 'pinhole' and 'ortho', got {camera_model!r}.")
     if sparse_grad or distributed or covars is not None:
         raise ValueError("rasterization_cpu does not support sparse_grad, distributed or covars.")
     if render_mode not in ("RGB", "D", "ED", "RGB+D", "RGB+ED"):
@@ -278,7 +295,7 @@ def rasterization_cpu(
         raise ValueError("expected viewmats [C, 4, 4] and Ks [C, 3, 3]")
 
     radii, means2d, depths, conics, compensations = project_gaussians(
-        means, quats, scales, viewmats, Ks, width, height, eps2d, near_plane, far_plane, radius_clip
+        means, quats, scales, viewmats, Ks, width, height, eps2d, near_plane, far_plane, radius_clip, camera_model
     )
     opacities = opacities.repeat(C, 1)  # [C, N]
     if rasterize_mode == "antialiased":

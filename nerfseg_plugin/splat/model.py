@@ -76,6 +76,9 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
         self.feature_pca = FixedPCAProjection(self.config.semantic_feature_dim)
         self._pca_fit_step = -1
 
+    def semantic_first_step(self) -> int:
+        return self.config.semantic_start_step
+
     def get_gaussian_param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = super().get_gaussian_param_groups()
         groups[SEMANTIC_FEATURES] = [self.gauss_params[SEMANTIC_FEATURES]]
@@ -246,6 +249,11 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
                 logits, semantic_batch, self.config.semantic_loss_weight, self.config.pseudo_label_loss_weight
             )
         )
+        if self.appearance_targets is not None and "image_idx" in batch:
+            targets, weights = self.appearance_targets.for_image(int(batch["image_idx"]), height, width)
+            losses.update(
+                self.appearance_supervision_loss(logits, targets, weights, semantic_batch.get(SEMANTIC_LABELS))
+            )
         k = self.config.aggregation_neighbours
         if self.config.aggregation_2d_weight > 0:
             losses["aggregation_2d_loss"] = self.config.aggregation_2d_weight * aggregation_loss_2d(

@@ -1,0 +1,114 @@
+"""rsseg-train-blocks against one model on the same generated town: mIoU, wall time, peak memory per worker.
+
+    nice -n 10 python benchmarks/bench_blocks.py --work-dir /tmp/bench_blocks --num-views 64 --num-blocks 2 \
+        --num-cpus 2 -- --max-num-iterations 1500
+
+Prints one table: the single model (one ns-train) and the merged blocks (local Ray, ``--num-cpus`` CPUs), each
+scored with ns-eval on the scene's evaluation views (dataset-level mIoU), plus the per-block table of
+rsseg-train-blocks. Peak memory is the max RSS of each training process (wait4 of the child).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tyro
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class BenchBlocks:
+    work_dir: Path
+    """Scratch folder (scene, runs, evaluations)."""
+    num_views: int = 64
+    """Views of the generated town (the issue's 4x-area case: 256 views, 4 blocks)."""
+    size: int = 128
+    """Image width and height in pixels."""
+    num_blocks: int = 2
+    """Blocks of the partition."""
+    num_cpus: int = 2
+    """CPUs of the local Ray."""
+    method: str = "rsseg-splat-lite"
+    """Method of both the single model and the blocks."""
+    seed: int = 0
+    """Scene seed."""
+    train_args: tuple[str, ...] = field(default_factory=tuple)
+    """Extra ns-train arguments for both (after a lone --)."""
+
+
+def _timed(command: list[str], log: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB of the child) of a command."""
+    start = time.perf_counter()
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{command[0]} failed; see {log}")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
+def _miou(config: Path, output: Path) -> float:
+    subprocess.run([str(BIN / "ns-eval"), "--load-config", str(config), "--output-path", str(output)], check=True)
+    return float(json.loads(output.read_text())["results"]["miou"])
+
+
+def main(bench: BenchBlocks) -> None:
+    bench.work_dir.mkdir(parents=True, exist_ok=True)
+    scene = bench.work_dir / f"town{bench.num_views}"
+    if not scene.exists():
+        subprocess.run(
+            [str(BIN / "rsseg-make-scene"), "--output", str(scene), "--num-views", str(bench.num_views)]
+            + ["--width", str(bench.size), "--height", str(bench.size), "--seed", str(bench.seed)],
+            check=True,
+        )
+    single_dir = bench.work_dir / "single"
+    single_seconds, single_rss = _timed(
+        [str(BIN / "ns-train"), bench.method, "--data", str(scene), "--output-dir", str(single_dir)]
+        + ["--experiment-name", "single", "--timestamp", "run", "--vis", "tensorboard", *bench.train_args],
+        bench.work_dir / "single.log",
+    )
+    single_config = single_dir / "single" / bench.method / "run" / "config.yml"
+    blocks_dir = bench.work_dir / f"blocks{bench.num_blocks}"
+    blocks_seconds, _ = _timed(
+        [str(BIN / "rsseg-train-blocks"), "--data", str(scene), "--output-dir", str(blocks_dir)]
+        + ["--method", bench.method, "--num-blocks", str(bench.num_blocks), "--num-cpus", str(bench.num_cpus)]
+        + list(bench.train_args),
+        bench.work_dir / "blocks.log",
+    )
+    merged_config = blocks_dir / "merged" / bench.method / "merged" / "config.yml"
+    single_miou = _miou(single_config, bench.work_dir / "single_eval.json")
+    merged_miou = _miou(merged_config, bench.work_dir / "merged_eval.json")
+    results = [json.loads(p.read_text()) for p in sorted((blocks_dir / "blocks").glob("*/result.json"))]
+    peak_block = max(r["peak_rss_mib"] for r in results)
+
+    print(f"\nScene {scene.name}: {bench.num_views} views {bench.size}x{bench.size}; {bench.method}")
+    print("| run | mIoU | wall (s) | peak RSS per worker (MiB) |")
+    print("|---|---:|---:|---:|")
+    print(f"| single model | {100 * single_miou:.1f} | {single_seconds:.0f} | {single_rss:.0f} |")
+    print(
+        f"| {bench.num_blocks} blocks, merged ({bench.num_cpus} CPUs) | {100 * merged_miou:.1f} | "
+        f"{blocks_seconds:.0f} | {peak_block:.0f} |"
+    )
+    print(f"mIoU difference (merged - single): {100 * (merged_miou - single_miou):+.1f} points (target within 5)")
+    print(f"peak memory per block / single model: {peak_block / single_rss:.2f}")
+    print("\nPer block (from rsseg-train-blocks):")
+    for line in (bench.work_dir / "blocks.log").read_text().splitlines():
+        if line.startswith("|") or line.startswith("Overlap"):
+            print(line)
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    extra: list[str] = []
+    if "--" in args:
+        args, extra = args[: args.index("--")], args[args.index("--") + 1 :]
+    config = tyro.cli(BenchBlocks, args=args)
+    config.train_args = tuple(config.train_args) + tuple(extra)
+    main(config)

@@ -1,0 +1,197 @@
+"""rsseg-export-geo on a generated scene: export time, label-ortho mIoU and DSM error against the generator's exact
+ortho truth, and peak RSS for a 10x larger area at the same GSD (tiles streamed to disk).
+
+    nice -n 10 python benchmarks/bench_export_geo.py --work-dir /tmp/gis/bench            # generates and trains
+    nice -n 10 python benchmarks/bench_export_geo.py --work-dir /tmp/gis/bench --config RUN/config.yml
+
+With ``--config`` the run's scene must have ``ortho_truth/`` (``rsseg-make-scene --ortho-truth``, or
+``nerfseg_plugin.scenegen.ortho_truth.write_ortho_truth``). The scene gets a georeference (a UTM translation) if it
+has none, so the exports run through the CRS path. Each export runs in its own process, which reports its peak RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+BIN = Path(sys.executable).parent
+_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from nerfseg_plugin.geo.cli import ExportGeo
+options = json.loads(sys.argv[1])
+options["load_config"], options["output_dir"] = Path(options["load_config"]), Path(options["output_dir"])
+if "bounds" in options:
+    options["bounds"] = tuple(options["bounds"])
+started = time.perf_counter()
+summary = ExportGeo(**options).main()
+summary["wall_s"] = time.perf_counter() - started
+summary["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+summary.pop("areas")
+print("SUMMARY" + json.dumps(summary))
+"""
+
+
+@dataclass
+class BenchExportGeo:
+    """Benchmark rsseg-export-geo against a generated scene's ortho truth."""
+
+    work_dir: Path = Path("/tmp/gis/bench")
+    """Scratch folder for the scene, the run and the exports."""
+    config: Path | None = None
+    """An existing rsseg run (config.yml) on a generated scene with ortho truth; default: generate and train."""
+    num_views: int = 64
+    """Views of the generated scene (without --config)."""
+    image_size: int = 256
+    """Width and height of the generated views (without --config)."""
+    truth_gsd: float = 0.25
+    """GSD of the ortho truth, and of the compared exports."""
+    area_factor: float = 10.0
+    """Area multiple of the streaming-memory export (same GSD, same tile size)."""
+    tile_size: int = 512
+    """Export tile size in pixels."""
+    utm_offset: tuple[float, float, float] = (500000.0, 4100000.0, 250.0)
+    """Translation from scene metres to EPSG:32614 written into a scene without a georeference."""
+
+
+def _export(options: dict) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps(options)], capture_output=True, text=True, timeout=7200
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"export failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    line = next(line for line in result.stdout.splitlines() if line.startswith("SUMMARY"))
+    return json.loads(line[len("SUMMARY") :])
+
+
+def _train(work: Path, num_views: int, size: int, truth_gsd: float) -> Path:
+    scene = work / "scene"
+    if not (scene / "transforms.json").exists():
+        subprocess.run(
+            [str(BIN / "rsseg-make-scene"), "--output", str(scene), "--num-views", str(num_views), "--width",
+             str(size), "--height", str(size), "--ortho-truth", "--ortho-truth-gsd", str(truth_gsd),
+             "--no-show-progress"],
+            check=True,
+        )  # fmt: skip
+    config = work / "runs" / "scene" / "rsseg-splat-lite" / "run" / "config.yml"
+    if not config.exists():
+        subprocess.run(
+            [str(BIN / "ns-train"), "rsseg-splat-lite", "--data", str(scene), "--output-dir", str(work / "runs"),
+             "--timestamp", "run", "--vis", "tensorboard", "--viewer.quit-on-train-completion", "True"],
+            check=True, cwd=work,
+        )  # fmt: skip
+    return config
+
+
+def _scene_of(config: Path) -> Path:
+    import yaml
+    from nerfstudio.utils.eval_utils import eval_setup  # noqa: F401  (registers the config classes for yaml)
+
+    loaded = yaml.load(config.read_text(), Loader=yaml.Loader)
+    return Path(loaded.pipeline.datamanager.data)
+
+
+def _ensure_georeference(scene: Path, offset: tuple[float, float, float]) -> tuple[float, float, float]:
+    """The scene's scene->CRS translation, writing a UTM one if the scene has no georeference."""
+    path = scene / "transforms.json"
+    meta = json.loads(path.read_text())
+    if "georeference" not in meta:
+        matrix = np.eye(4)
+        matrix[:3, 3] = offset
+        meta["georeference"] = {"crs": "EPSG:32614", "scene_to_crs": matrix.tolist(), "source": "benchmark"}
+        path.write_text(json.dumps(meta, indent=2))
+    matrix = np.asarray(meta["georeference"]["scene_to_crs"])
+    if not np.allclose(matrix[:3, :3], np.eye(3)):
+        raise SystemExit(f"{path}: the benchmark compares with the ortho truth only for translation georeferences")
+    return tuple(float(v) for v in matrix[:3, 3])
+
+
+def _scores(output: Path, scene: Path, offset: tuple[float, float, float]) -> dict:
+    import rasterio
+
+    from nerfseg_plugin.scenegen.ortho_truth import load_ortho_truth
+    from nerfseg_plugin.semantics.label_space import LabelSpace
+    from nerfseg_plugin.semantics.metrics import ConfusionMatrix
+
+    truth, truth_height, _ = load_ortho_truth(scene)
+    with rasterio.open(output / "labels.tif") as labels, rasterio.open(output / "dsm.tif") as dsm:
+        predicted, height = labels.read(1), dsm.read(1)
+    space = LabelSpace.load(scene / "classes.json")
+    confusion = ConfusionMatrix(space.num_classes, space.ignore_index)
+    import torch
+
+    # Nodata predictions inside the truth count as errors (mapped as an extra wrong class).
+    scored = np.where(predicted == 255, (truth.astype(np.int64) + 1) % space.num_classes, predicted)
+    confusion.update(torch.from_numpy(scored.astype(np.int64)), torch.from_numpy(truth.astype(np.int64)))
+    metrics = confusion.compute()
+    both = (truth != 255) & (height != -9999.0)
+    error = (height - offset[2] - truth_height)[both]
+    per_class = {name: float(iou) for name, iou in zip(space.names, metrics.per_class_iou.tolist(), strict=True)}
+    return {
+        "miou": float(metrics.miou),
+        "iou": per_class,
+        "pixel_accuracy": float((scored == truth)[truth != 255].mean()),
+        "coverage": float(((predicted != 255) & (truth != 255)).sum() / (truth != 255).sum()),
+        "dsm_median_abs_error_m": float(np.median(np.abs(error))),
+        "dsm_median_error_m": float(np.median(error)),
+        "dsm_p90_abs_error_m": float(np.quantile(np.abs(error), 0.9)),
+    }
+
+
+def main(bench: BenchExportGeo) -> None:
+    from nerfseg_plugin.scenegen.ortho_truth import load_ortho_truth
+
+    bench.work_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    config = bench.config or _train(bench.work_dir, bench.num_views, bench.image_size, bench.truth_gsd)
+    if bench.config is None:
+        print(f"scene + training: {time.perf_counter() - started:.0f} s")
+    scene = _scene_of(config)
+    offset = _ensure_georeference(scene, bench.utm_offset)
+    _, _, grid = load_ortho_truth(scene)
+    x_min, y_max, gsd = grid["x_min"] + offset[0], grid["y_max"] + offset[1], grid["gsd"]
+    truth_bounds = [x_min, y_max - grid["height"] * gsd, x_min + grid["width"] * gsd, y_max]
+    base = {"load_config": str(config), "tile_size": bench.tile_size}
+
+    default = _export({**base, "output_dir": str(bench.work_dir / "export_default")})
+    truth = _export({**base, "output_dir": str(bench.work_dir / "export_truth"), "gsd": gsd, "bounds": truth_bounds})
+    scores = _scores(bench.work_dir / "export_truth", scene, offset)
+    centre_x, centre_y = 0.5 * (truth_bounds[0] + truth_bounds[2]), 0.5 * (truth_bounds[1] + truth_bounds[3])
+    half = 0.5 * (truth_bounds[2] - truth_bounds[0]) * math.sqrt(bench.area_factor)
+    large_bounds = [centre_x - half, centre_y - half, centre_x + half, centre_y + half]
+    large = _export({**base, "output_dir": str(bench.work_dir / "export_large"), "gsd": gsd, "bounds": large_bounds})
+
+    def row(name: str, summary: dict) -> str:
+        g = summary["grid"]
+        return (
+            f"| {name} | {g['width']} x {g['height']} | {g['gsd']:.3f} | {summary['wall_s']:.1f} | "
+            f"{summary['timings']['render_s']:.1f} | {summary['peak_rss_mib']:.0f} | {summary['points_written']} |"
+        )
+
+    print("\n| export | raster (px) | GSD (m) | wall (s) | ortho render (s) | peak RSS (MiB) | LAS points |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    print(row("default (photo GSD, sparse-point extent)", default))
+    print(row("truth grid", truth))
+    print(row(f"{bench.area_factor:g}x area, same GSD", large))
+    print(f"\nlabel ortho vs ortho truth: mIoU {scores['miou']:.3f}, pixel accuracy {scores['pixel_accuracy']:.3f}, "
+          f"coverage {scores['coverage']:.3f}")  # fmt: skip
+    print("per-class IoU: " + ", ".join(f"{k} {v:.2f}" for k, v in scores["iou"].items()))
+    print(
+        f"DSM vs truth heights: median error {scores['dsm_median_error_m']:+.2f} m, median |error| "
+        f"{scores['dsm_median_abs_error_m']:.2f} m, 90th percentile |error| {scores['dsm_p90_abs_error_m']:.2f} m"
+    )
+    report = {"config": str(config), "default": default, "truth": truth, "large": large, "scores": scores}
+    (bench.work_dir / "bench_export_geo.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {bench.work_dir / 'bench_export_geo.json'}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(BenchExportGeo))

@@ -1,0 +1,1 @@
+"""Capture planning: which photos to label (rsseg-suggest-views)."""
