@@ -100,12 +100,11 @@ def seneca(work: Path, images: Path, label: str, extra: list[str]) -> None:
     raw = work / f"seneca_{label}"
     shutil.rmtree(raw, ignore_errors=True)
     (raw / "labels").mkdir(parents=True)
-    first = sorted(images.glob("*.jpg"))[0]
     from PIL import Image
 
-    with Image.open(first) as photo:
-        width, height = photo.size
-    Image.new("L", (width, height), 0).save(raw / "labels" / f"{first.stem}.png")  # one label map: all "field"
+    for photo_path in sorted(images.glob("*.jpg")):  # every photo labeled "field": any registered one has labels
+        with Image.open(photo_path) as photo:
+            Image.new("L", photo.size, 0).save(raw / "labels" / f"{photo_path.stem}.png")
     (raw / "classes.json").write_text(
         json.dumps({"ignore_index": 255, "classes": [{"name": "field", "color": [0, 200, 0]}]})
     )
@@ -139,6 +138,7 @@ def main() -> None:
     parser.add_argument("--gps-noise", type=float, default=3.0)
     parser.add_argument("--skip-generated", action="store_true")
     parser.add_argument("--skip-seneca", action="store_true")
+    parser.add_argument("--skip-originals", action="store_true", help="skip Seneca's 12 full-size photos")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if not args.skip_generated:
@@ -147,8 +147,10 @@ def main() -> None:
     if args.skip_seneca or folder is None:
         print("seneca: skipped" + ("" if folder else " (shared/data/seneca not found)"))
         return
-    seneca(args.work, folder / "raw_sample", "full-size originals (12 x 3600x2700)", ["--max-image-size", "1600"])
     seneca(args.work, folder / "images_512", "512x384 (167 photos)", [])
+    if not args.skip_originals:
+        originals = ["--max-image-size", "1600", "--sift-max-image-size", "1600"]
+        seneca(args.work, folder / "raw_sample", "full-size originals (12 x 3600x2700)", originals)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ class AppearanceModel:
         self.rounds_done = 0
         self.losses: list[float] = []
         self._rng = np.random.default_rng(config.seed)
+        self._crop = config.crop_size
 
     def to(self, device: torch.device) -> AppearanceModel:
         self.network.to(device)
@@ -81,6 +82,8 @@ class AppearanceModel:
             optimizer, lambda t: min(1.0, (t + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * t / max(steps, 1)))
         )
         class_weights = self._class_weights(views).to(self.device)
+        # Crops no larger than the smallest view: padding small views up to crop_size would only cost compute.
+        self._crop = min(self.config.crop_size, *(min(v.inputs.shape[1:]) for v in views))
         self.network.train()
         for _ in range(steps):
             inputs, targets, weights = self._sample_batch(labeled, others)
@@ -116,7 +119,7 @@ class AppearanceModel:
         self, labeled: list[AppearanceView], others: list[AppearanceView]
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Random crops (padded when a view is smaller), flips and 90-degree turns: a drone image has no "up"."""
-        size, rng = self.config.crop_size, self._rng
+        size, rng = self._crop, self._rng
         crops, crop_targets, crop_weights = [], [], []
         for _ in range(self.config.batch_size):
             from_labeled = bool(labeled) and (not others or rng.random() < self.config.labeled_crop_fraction)

@@ -110,7 +110,13 @@ class TrainBlocks:
         started_here = not ray.is_initialized()
         if started_here:
             if self.ray_address is None:
-                ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
+                # Loopback only: a local cluster needs no network interface.
+                ray.init(
+                    num_cpus=self.num_cpus,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    _node_ip_address="127.0.0.1",
+                )
             else:
                 ray.init(address=self.ray_address, log_to_driver=False)
         try:
