@@ -35,7 +35,7 @@ def _colour_view(seed: int, labeled: bool, size: int = 48) -> AppearanceView:
 
 
 def test_the_2d_model_learns_appearance_and_generalises_to_an_unseen_view() -> None:
-    model = AppearanceModel(dataclasses.replace(FAST, steps_first_round=120), 3, 2, IGNORE)
+    model = AppearanceModel(dataclasses.replace(FAST, steps_first_round=80), 3, 2, IGNORE)
     model.fit([_colour_view(0, True), _colour_view(1, False)])
     unseen = _colour_view(7, False)
     probabilities = model.predict(unseen.inputs.float())

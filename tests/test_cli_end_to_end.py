@@ -43,6 +43,11 @@ def trained_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         "30",
         "--steps-per-save",
         "30",
+        # Both 2D appearance rounds run (steps 10 and 18), with short 2D trainings: the CLI path, not its accuracy.
+        "--pipeline.appearance.steps-first-round",
+        "40",
+        "--pipeline.appearance.steps-later-rounds",
+        "20",
         cwd=outputs,
     )
     run_dir = outputs / tiny_scene.name / "rsseg-splat-lite" / "run"

@@ -147,6 +147,8 @@ def tiny_config(scene: Path, output: Path):
     config.output_dir = output
     config.vis = "tensorboard"
     config.pipeline.final_report = False  # rendering every eval view is test_dataset_level_evaluation's job
+    # The paper's stage 2 (labeled rays only); rays for the 2D appearance targets are test_appearance's job.
+    config.pipeline.appearance.enabled = False
     config.max_num_iterations = STAGE_ONE_STEPS
     config.steps_per_eval_image = config.steps_per_eval_all_images = 0
     config.set_timestamp()

@@ -140,7 +140,9 @@ class RssegNerfDatamanager(RssegRayDatamanager):
     semantic_stage: bool = False
     """Set before every iteration from the model (see get_training_callbacks)."""
 
-    _model = None
+    _has_appearance_targets = staticmethod(lambda: False)
+    """Whether the model has 2D appearance targets yet (set from the pipeline; a callable, so the model is not
+    registered as a submodule of the datamanager)."""
 
     @cached_property
     def semantic_pixels(self) -> SemanticPixels:
@@ -153,7 +155,7 @@ class RssegNerfDatamanager(RssegRayDatamanager):
 
     def _appearance_rays(self) -> int:
         """Rays of a stage-2 batch for the 2D appearance targets (0 until the first 2D round has run)."""
-        if getattr(self._model, "appearance_targets", None) is None or self.unlabeled_pixels is None:
+        if not self._has_appearance_targets() or self.unlabeled_pixels is None:
             return 0
         return round(self.config.num_semantic_rays_per_batch * self.config.appearance_ray_fraction)
 
@@ -164,7 +166,8 @@ class RssegNerfDatamanager(RssegRayDatamanager):
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> list:
         callbacks = list(super().get_training_callbacks(training_callback_attributes))
         pipeline = training_callback_attributes.pipeline
-        self._model = pipeline.model if pipeline is not None else None
+        if pipeline is not None:
+            self._has_appearance_targets = lambda: getattr(pipeline.model, "appearance_targets", None) is not None
         stage_of = getattr(pipeline.model, "in_semantic_stage", None) if pipeline is not None else None
         if stage_of is None:  # a model without stages: RGB batches (with their labels) throughout
             return callbacks
