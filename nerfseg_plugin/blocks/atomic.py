@@ -1,32 +1,14 @@
-"""Atomic writes (temp file in the same folder, then os.replace): later steps trust these files."""
+"""Atomic writes of the block runs' files (see ``nerfseg_plugin.atomic``)."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from nerfseg_plugin.atomic import write_atomic, write_json_atomic
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(temp_path)`` and move the result onto ``path`` only once it is complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(temp))
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json_atomic(path: Path, data) -> Path:
-    return write_atomic(path, lambda temp: temp.write_text(json.dumps(data, indent=2), encoding="utf-8"))
+__all__ = ["write_atomic", "write_json_atomic", "write_ply_atomic"]
 
 
 def write_ply_atomic(path: Path, points: np.ndarray, colors: np.ndarray) -> Path:

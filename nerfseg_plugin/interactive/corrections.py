@@ -9,8 +9,6 @@ undoing, so a crash leaves at worst an unlisted PNG (ignored), never a listed co
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 from jaxtyping import UInt8
 from PIL import Image
 
+from nerfseg_plugin.atomic import write_atomic
 from nerfseg_plugin.data.dataset import NO_CORRECTION
 from nerfseg_plugin.data.scene_validation import read_label_map
 from nerfseg_plugin.errors import SceneFormatError
@@ -60,18 +59,6 @@ class Correction:
     @property
     def file_name(self) -> str:
         return f"{self.id}.png"
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Run ``write(temp_path)`` on a hidden temporary file beside ``path``, then rename it over ``path``."""
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temp))
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _parse_entry(entry: object, manifest: Path) -> Correction:
@@ -119,7 +106,7 @@ class CorrectionStore:
     def _write_manifest(self, corrections: list[Correction]) -> None:
         payload = {"schema_version": SCHEMA_VERSION, "corrections": [asdict(c) for c in corrections]}
         text = json.dumps(payload, indent=2) + "\n"
-        _atomic_write(self.manifest_path, lambda temp: temp.write_text(text, encoding="utf-8"))
+        write_atomic(self.manifest_path, lambda temp: temp.write_text(text, encoding="utf-8"))
 
     def label_map(self, correction: Correction) -> UInt8[np.ndarray, "H W"]:
         """The correction's label map, checked against its manifest entry (clear error naming the PNG)."""
@@ -180,7 +167,7 @@ class CorrectionStore:
         )
         labels = np.where(region, np.uint8(class_index), np.uint8(NO_CORRECTION)).astype(np.uint8)
         png = self.directory / correction.file_name
-        _atomic_write(png, lambda temp: Image.fromarray(labels, mode="L").save(temp, format="PNG"))
+        write_atomic(png, lambda temp: Image.fromarray(labels, mode="L").save(temp, format="PNG"))
         self._write_manifest([*self.corrections, correction])
         self.corrections.append(correction)
         return correction
