@@ -57,6 +57,7 @@ def viewer_url(tiny_scene: Path, tmp_path: Path):
         sys.executable, "-m", "nerfstudio.scripts.train", "rsseg-splat-lite",
         "--data", str(tiny_scene), "--output-dir", str(tmp_path / "runs"),
         "--max-num-iterations", "10", "--vis", "viewer", "--pipeline.final-report", "False",
+        "--pipeline.appearance.enabled", "False",  # the viewer's job here; 2D rounds would delay the first render
         "--viewer.websocket-port", str(port), "--viewer.quit-on-train-completion", "False",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
