@@ -144,3 +144,16 @@ def test_nerf_stage_two_draws_rays_for_the_2d_targets(tiny_scene: Path) -> None:
     assert frames - supervised, "no ray from an unlabeled frame"
     history = train(pipeline, optimizers, callbacks, steps=2, start=21)
     assert APPEARANCE_LOSS in history[-1] and f"colour_{APPEARANCE_LOSS}" in history[-1]
+
+
+def test_a_pretrained_checkpoint_loads_and_a_foreign_one_is_refused_naming_the_file(tmp_path: Path) -> None:
+    source = AppearanceModel(dataclasses.replace(FAST, seed=5), 3, 2, IGNORE)
+    good = tmp_path / "unet.pt"
+    torch.save(source.network.state_dict(), good)
+    loaded = AppearanceModel(dataclasses.replace(FAST, pretrained_encoder=good), 3, 2, IGNORE)
+    for name, value in source.network.state_dict().items():
+        assert torch.equal(loaded.network.state_dict()[name], value)
+    foreign = tmp_path / "other.pt"
+    torch.save({"backbone.weight": torch.zeros(3)}, foreign)
+    with pytest.raises(ValueError, match="other.pt"):
+        AppearanceModel(dataclasses.replace(FAST, pretrained_encoder=foreign), 3, 2, IGNORE)
