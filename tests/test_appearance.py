@@ -97,8 +97,11 @@ def test_a_round_gives_every_training_view_a_confidence_weighted_target(splat_ro
         user = pipeline.datamanager.cached_train[index][SEMANTIC_LABELS].long()
         assert float(weights[user != IGNORE].abs().sum()) == 0.0  # real labels win where they exist
     assert bool(torch.cat([w.flatten() for w in targets.weights]).float().gt(0).any())
+    for reached, weights in zip(driver.rounds._reached, targets.weights, strict=True):
+        assert float(weights.float()[reached].abs().sum()) == 0.0  # where the labels reached, 3D stays the answer
     summary = driver.rounds.summaries[-1]
     assert 0.0 <= summary.target_coverage <= 1.0 and summary.seconds > 0
+    assert summary.reached_share is not None and 0.0 < summary.reached_share < 1.0
 
 
 def test_the_3d_loss_is_the_confidence_weighted_cross_entropy_to_the_2d_predictions(splat_round) -> None:
@@ -113,7 +116,7 @@ def test_the_3d_loss_is_the_confidence_weighted_cross_entropy_to_the_2d_predicti
     logits = outputs["semantics"]
     targets, weights = model.appearance_targets.for_image(index, *logits.shape[:2])
     per_pixel = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.flatten(), reduction="none")
-    expected = (per_pixel * weights.flatten()).sum() / weights.sum()
+    expected = (per_pixel * weights.flatten()).sum() / weights.numel()  # averaged over all pixels of the view
     assert torch.allclose(loss, model.appearance_loss_weight * expected, rtol=1e-4)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 
 @dataclass
@@ -38,6 +39,16 @@ class AppearanceConfig:
     round (surfaces a labeled view saw). Off: there the labels carried through the geometry stay the answer (they
     keep thin and rare classes that a 2D network trained from a few views misses), and the 2D model fills in only
     where no labeled view looked."""
+    reach: Literal["both", "geometry", "confidence"] = "both"
+    """How the first round finds where the labeled views' labels reached (there the 2D model does not supervise the
+    3D field unless ``supervise_reached``): "geometry": the pixel's rendered surface point passes a depth-tested
+    visibility check in a labeled view at a labeled pixel; "confidence": the 3D field labels it with
+    ``min_3d_confidence``; "both": either. The geometric test keeps class borders and thin structures that a labeled
+    view saw (where the 3D field is unsure) out of the 2D model's reach; the confidence test adds surfaces the 3D
+    field labels confidently although no labeled view saw them."""
+    reach_depth_tolerance: float = 0.03
+    """Visibility check of the geometric reach: a labeled view sees a surface point when the point's depth in that
+    view is within this fraction of that view's rendered depth at the projected pixel."""
     class_balance: float = 0.5
     """Exponent of the inverse class frequency weighting of the 2D loss (0: none, 1: fully balanced); rare classes
     (markings, cars, water) would otherwise vanish from the 2D predictions."""

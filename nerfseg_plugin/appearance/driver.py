@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from nerfstudio.models.splatfacto import SplatfactoModel
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfseg_plugin.appearance.config import AppearanceConfig
@@ -48,8 +49,13 @@ class AppearanceDriver:
         return views
 
     def _render(self, camera, image):
-        outputs = self.model.render_view(camera.to(self.model.device), image.to(self.model.device))
-        return outputs[SEMANTIC_LOGITS], outputs["depth"], outputs["accumulation"]
+        camera = camera.to(self.model.device)
+        outputs = self.model.render_view(camera, image.to(self.model.device))
+        depth = outputs["depth"]
+        if not isinstance(self.model, SplatfactoModel):  # a NeRF renders the distance along unit rays: to z-depth
+            rays = camera.generate_rays(camera_indices=0, keep_shape=True)
+            depth = depth / rays.metadata["directions_norm"].to(depth.device)
+        return outputs[SEMANTIC_LOGITS], depth, outputs["accumulation"]
 
     def after_step(self, step: int) -> None:
         if step not in self.steps:

@@ -21,7 +21,9 @@ from torch import Tensor
 
 from nerfseg_plugin.appearance.config import AppearanceConfig
 from nerfseg_plugin.appearance.model import AppearanceModel, AppearanceView, fit_size
+from nerfseg_plugin.appearance.reach import ReachView, geometric_reach
 from nerfseg_plugin.appearance.targets import AppearanceTargets
+from nerfseg_plugin.pseudolabels.geometry import views_from_cameras
 
 Renderer = Callable[[Cameras, Tensor], tuple[Tensor, Tensor, Tensor]]
 """Renders one camera (``[1]`` Cameras at the wanted resolution) given that view's image at the same resolution:
@@ -50,12 +52,15 @@ class RoundSummary:
     supervised_share: float
     """Share of the unlabeled pixels whose 2D prediction supervises the 3D field (confidence above the minimum)."""
     seconds: float
+    reached_share: float | None = None
+    """First round only: share of the unlabeled pixels the labeled views' labels reached (``config.reach``)."""
     extra: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
+        reached = "" if self.reached_share is None else f"labels reached {self.reached_share:.0%}, "
         return (
             f"2D appearance round {self.round_index}: 3D targets on {self.target_coverage:.0%} of unlabeled pixels, "
-            f"2D supervises {self.supervised_share:.0%}, {self.seconds:.1f} s"
+            f"{reached}2D supervises {self.supervised_share:.0%}, {self.seconds:.1f} s"
         )
 
 
@@ -107,9 +112,12 @@ class AppearanceRounds:
         return torch.cat(channels, 0).to(torch.float16)
 
     @torch.no_grad()
-    def _render_all(self, views: Sequence[RoundView], render: Renderer) -> list[dict[str, Tensor]]:
+    def _render_all(
+        self, views: Sequence[RoundView], render: Renderer, with_reach: bool
+    ) -> list[dict[str, Tensor]]:
         """Each view's image, labels and 3D renders at the 2D model's size. The 3D field may render smaller
-        (``render_max_side``: a NeRF's renders are slow on a CPU) and is then resized up to it."""
+        (``render_max_side``: a NeRF's renders are slow on a CPU) and is then resized up to it. ``with_reach``: also
+        the render-size camera, depth and labels for the geometric reach test."""
         rendered = []
         for view in views:
             height, width = view.image.shape[:2]
@@ -129,8 +137,29 @@ class AppearanceRounds:
             if self.config.height_input:
                 height_map = _surface_height(camera, depth)[..., None]
                 entry["height"] = _resize(height_map, size, "bilinear")[..., 0].cpu()
+            if with_reach:  # the geometric reach test works at the render size, with the z-depth
+                surface_depth = torch.where(accumulation[..., 0] > 0.5, depth[..., 0].float(), float("inf"))
+                entry["reach_view"] = ReachView(
+                    views_from_cameras(camera.to("cpu"))[0],
+                    surface_depth.cpu(),
+                    _resize(view.labels, render_size, "nearest").to(torch.int16).cpu(),
+                )
             rendered.append(entry)
         return rendered
+
+    def _first_round_reach(self, rendered: list[dict[str, Tensor]], confident: list[Tensor]) -> list[Tensor]:
+        """Where the labeled views' labels reached (``config.reach``), at the 2D size."""
+        if self.config.reach == "confidence":
+            return confident
+        geometric = geometric_reach(
+            [entry["reach_view"] for entry in rendered], self.ignore_index, self.config.reach_depth_tolerance
+        )
+        geometric = [
+            _resize(mask, tuple(entry["labels"].shape), "nearest").bool() for mask, entry in zip(geometric, rendered)
+        ]
+        if self.config.reach == "geometry":
+            return geometric
+        return [a | b for a, b in zip(geometric, confident, strict=True)]
 
     def _fix_normalisation(self, rendered: list[dict[str, Tensor]]) -> None:
         """Input statistics, fixed at the first round so the warm-started network sees the same inputs later."""
@@ -151,7 +180,7 @@ class AppearanceRounds:
     def run(self, views: Sequence[RoundView], render: Renderer, device: torch.device) -> AppearanceTargets:
         """One round; returns (and keeps) the new per-view targets for the 3D loss."""
         started = time.perf_counter()
-        rendered = self._render_all(views, render)
+        rendered = self._render_all(views, render, self._reached is None and self.config.reach != "confidence")
         self._fix_normalisation(rendered)
         ignore = self.ignore_index
         training_views, unlabeled_pixels, targeted_pixels, reached = [], 0, 0, []
@@ -169,7 +198,10 @@ class AppearanceRounds:
                 AppearanceView(entry["inputs"], targets, weights.float(), labeled=bool(labeled.any()))
             )
         if self._reached is None:
-            self._reached = reached
+            self._reached = self._first_round_reach(rendered, reached)
+            reach_share = sum(int((r & (e["labels"] == ignore)).sum()) for r, e in zip(self._reached, rendered))
+        else:
+            reach_share = None
         if self.model is None:
             in_channels = int(training_views[0].inputs.shape[0])
             self.model = AppearanceModel(self.config, in_channels, self.num_classes, ignore)
@@ -193,6 +225,7 @@ class AppearanceRounds:
             target_coverage=targeted_pixels / max(unlabeled_pixels, 1),
             supervised_share=supervised / max(unlabeled_pixels, 1),
             seconds=time.perf_counter() - started,
+            reached_share=None if reach_share is None else reach_share / max(unlabeled_pixels, 1),
         )
         self.summaries.append(summary)
         return self.targets

@@ -53,7 +53,9 @@ class SemanticModelMixin:
         user_labels: Tensor | None,
     ) -> dict[str, Tensor]:
         """Cross-entropy against the 2D predictions, weighted by their confidence; never where the user labeled
-        (real labels win). Empty when no 2D round has run yet."""
+        (real labels win). Averaged over all pixels (rays) of the batch, not only the supervised ones: where the 2D
+        model supervises a few pixels (an orbit, where the labels reach almost everywhere) its pull stays as small
+        as their share instead of a full-strength loss on them. Empty when no 2D round has run yet."""
         if self.appearance_targets is None or self.appearance_loss_weight <= 0:
             return {}
         targets, weights = targets.to(logits.device), weights.to(logits.device)
@@ -61,7 +63,8 @@ class SemanticModelMixin:
             weights = torch.where(user_labels.to(logits.device) != self.label_space.ignore_index, 0.0, weights)
         valid = weights > 0
         loss = semantic_cross_entropy(logits[valid], targets[valid], self.label_space.ignore_index, weights[valid])
-        return {APPEARANCE_LOSS: self.appearance_loss_weight * loss}
+        share = weights[valid].sum() / max(weights.numel(), 1)  # sum(w * ce) / #pixels
+        return {APPEARANCE_LOSS: self.appearance_loss_weight * share * loss}
 
     def setup_label_space(self) -> LabelSpace:
         """The scene's label space, handed to every model through the pipeline's dataset metadata."""
