@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
+from torch.cuda.amp.grad_scaler import GradScaler
 
 from nerfseg_plugin.appearance.config import AppearanceConfig
 from nerfseg_plugin.appearance.driver import AppearanceDriver
@@ -45,6 +47,21 @@ class RssegPipeline(VanillaPipeline):
     config: RssegPipelineConfig
     _keep_label_maps: bool = False
     appearance: AppearanceDriver | None = None
+
+    def __init__(
+        self,
+        config: RssegPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: GradScaler | None = None,
+    ) -> None:
+        # An explicit step before the datamanager reads its pseudo-labels (generation is no datamanager's job).
+        from nerfseg_plugin.pseudolabels.pipeline import prepare_pseudo_labels
+
+        prepare_pseudo_labels(config.datamanager)
+        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
 
     def get_average_image_metrics(self, data_loader, image_prefix, step=None, output_path=None, get_std=False):
         model = self.model

@@ -14,7 +14,7 @@ from nerfseg_plugin.baselines.cli import BaselineRun, run_baseline
 from nerfseg_plugin.baselines.colour_lookup import ColourLookupClassifier, ColourLookupConfig
 from nerfseg_plugin.baselines.data import evaluation_views, load_scene, training_views
 from nerfseg_plugin.baselines.unet import UNet, UNetConfig, UNetSegmenter
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 
 PALETTE = np.array([[200, 40, 40], [40, 180, 60], [50, 60, 200]], dtype=np.float64)
 

@@ -11,14 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from nerfseg_plugin.data.datamanager import (
-    RssegFullImageDatamanagerConfig,
-    RssegRayDatamanagerConfig,
-    ratio_epoch,
-)
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.keys import PSEUDO_WEIGHTS, SEMANTIC_GT, SEMANTIC_LABELS
+from nerfseg_plugin.data.datamanager import RssegFullImageDatamanagerConfig, RssegRayDatamanagerConfig, ratio_epoch
 from nerfseg_plugin.data.dataparser import RssegDataParserConfig
-from nerfseg_plugin.data.dataset import PSEUDO_WEIGHTS, SEMANTIC_GT, SEMANTIC_LABELS, RssegDataset
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.data.dataset import RssegDataset
 
 
 def parse(scene: Path, split: str = "train", **kwargs):

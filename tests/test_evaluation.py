@@ -16,18 +16,12 @@ from conftest import look_down_pose
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from PIL import Image
 
+from nerfseg_plugin.core.geometry import project_points, ray_distance_to_z, view_from_cameras
+from nerfseg_plugin.core.label_space import LabelSpace, SemanticClass
 from nerfseg_plugin.evaluation.cli import ConsistencyConfig, score_consistency
-from nerfseg_plugin.evaluation.consistency import (
-    observed_labels,
-    point_zbuffer_depth,
-    project_points,
-    ray_distance_to_z,
-    view_consistency,
-    view_from_cameras,
-)
+from nerfseg_plugin.evaluation.consistency import observed_labels, point_zbuffer_depth, view_consistency
 from nerfseg_plugin.evaluation.render import render_pipeline_views, sparse_points
 from nerfseg_plugin.evaluation.report import write_report
-from nerfseg_plugin.semantics.label_space import LabelSpace, SemanticClass
 from nerfseg_plugin.semantics.metrics import ConfusionMatrix
 
 SIZE = 32

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.geo.asprs import asprs_codes
 from nerfseg_plugin.geo.cli import PRODUCTS, ExportGeo, export_geo
 from nerfseg_plugin.scenegen.ortho_truth import load_ortho_truth

@@ -195,7 +195,7 @@ def test_ground_control_points_override_gps(truth: Path, raw: Path, tmp_path: Pa
 
 
 def test_bad_gcp_file_is_refused(raw: Path, tmp_path: Path) -> None:
-    from nerfseg_plugin.errors import SceneFormatError
+    from nerfseg_plugin.core.errors import SceneFormatError
     from nerfseg_plugin.process.gcp import read_gcp_file
 
     bad = tmp_path / "gcp_list.txt"

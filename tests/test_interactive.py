@@ -13,9 +13,10 @@ import torch
 from PIL import Image
 from training_utils import setup_pipeline
 
-from nerfseg_plugin.data.dataset import NO_CORRECTION, PSEUDO_WEIGHTS, SEMANTIC_LABELS
-from nerfseg_plugin.errors import SceneFormatError
-from nerfseg_plugin.interactive.corrections import CorrectionStore
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.keys import NO_CORRECTION, PSEUDO_WEIGHTS, SEMANTIC_LABELS
+from nerfseg_plugin.core.label_space import LabelSpace, SemanticClass
+from nerfseg_plugin.data.corrections import CorrectionStore
 from nerfseg_plugin.interactive.regions import RegionConfig, derive_region, grow_region
 from nerfseg_plugin.interactive.session import CorrectionSession
 from nerfseg_plugin.interactive.simulation import (
@@ -25,7 +26,6 @@ from nerfseg_plugin.interactive.simulation import (
     summarize,
 )
 from nerfseg_plugin.method_configs.splat_methods import rsseg_splat_lite
-from nerfseg_plugin.semantics.label_space import LabelSpace, SemanticClass
 from nerfseg_plugin.semantics.outputs import SEMANTIC_COLORMAP, SEMANTIC_FEATURES_PCA, SEMANTIC_LOGITS
 from nerfseg_plugin.viewer.display import highlight_colormap, legend_markdown
 from nerfseg_plugin.viewer.semantic_panel import SemanticViewerMixin

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.process.annotations import is_annotation_export
 from nerfseg_plugin.process.config import ProcessDataConfig
 from nerfseg_plugin.process.labels import collect_inputs

@@ -15,7 +15,8 @@ from nerfstudio.field_components.encodings import HashEncoding
 from nerfstudio.field_components.mlp import MLPWithHashEncoding
 from PIL import Image
 
-from nerfseg_plugin.data.dataset import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_LABELS
+from nerfseg_plugin.core.keys import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_LABELS
+from nerfseg_plugin.core.pseudo_label_files import save_pseudo_label
 from nerfseg_plugin.evaluation.render import render_pipeline_views
 from nerfseg_plugin.export.label_maps import LabelView, write_label_maps
 from nerfseg_plugin.method_configs.nerf_methods import rsseg_nerf, rsseg_nerf_lite
@@ -23,7 +24,6 @@ from nerfseg_plugin.nerf.datamanager import PIXEL_RGB, RssegNerfDatamanagerConfi
 from nerfseg_plugin.nerf.model import expose_hash_encoding
 from nerfseg_plugin.nerf.ray_convolution import RayConvolution, ray_neighbours
 from nerfseg_plugin.nerf.semantic_branch import SemanticBranch
-from nerfseg_plugin.pseudolabels.files import save_pseudo_label
 from nerfseg_plugin.semantics.outputs import SEMANTIC_COLORMAP, SEMANTIC_CONFIDENCE, SEMANTIC_ENTROPY, SEMANTIC_LOGITS
 
 STAGE_ONE_STEPS = 3

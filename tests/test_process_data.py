@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.process import cli, sfm
 from nerfseg_plugin.process.cli import main
 from nerfseg_plugin.process.config import ProcessDataConfig

@@ -14,6 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
+from nerfseg_plugin.core.geometry import PinholeView, backproject, pixel_centres, project
+from nerfseg_plugin.core.pseudo_label_files import load_pseudo_label
+from nerfseg_plugin.data.pseudo_label_cache import (
+    cache_dir,
+    find_valid_cache,
+    read_manifest,
+    resolve_pseudo_label_dir,
+    staged_directory,
+)
 from nerfseg_plugin.pseudolabels.assignment import (
     AssignmentConfig,
     EvidenceMerge,
@@ -21,26 +30,10 @@ from nerfseg_plugin.pseudolabels.assignment import (
     propagate_labels,
 )
 from nerfseg_plugin.pseudolabels.boundary import BoundaryConfig, boundary_mask, resolve_boundary_kind
-from nerfseg_plugin.pseudolabels.cache import (
-    cache_dir,
-    find_valid_cache,
-    read_manifest,
-    resolve_pseudo_label_dir,
-    staged_directory,
-)
 from nerfseg_plugin.pseudolabels.cli import PseudoLabelConfig, main
 from nerfseg_plugin.pseudolabels.depth_sources import SparseDepthConfig, densify_depth
-from nerfseg_plugin.pseudolabels.files import load_pseudo_label
-from nerfseg_plugin.pseudolabels.geometry import (
-    PinholeView,
-    SourceView,
-    VoteConfig,
-    backproject,
-    pixel_centres,
-    project,
-    vote_view,
-)
 from nerfseg_plugin.pseudolabels.superpixels import RegionConfig, region_vote
+from nerfseg_plugin.pseudolabels.vote import SourceView, VoteConfig, vote_view
 
 IGNORE = 255
 
@@ -184,8 +177,8 @@ def _true_depth(scene: Path):
 
 
 def test_vote_with_true_depth_reproduces_the_hidden_labels(depth_scene: Path) -> None:
-    from nerfseg_plugin.data.scene_validation import read_label_map
-    from nerfseg_plugin.pseudolabels.geometry import views_from_cameras
+    from nerfseg_plugin.core.geometry import views_from_cameras
+    from nerfseg_plugin.core.scene_io import read_label_map
 
     outputs, depth = _true_depth(depth_scene)
     semantics = outputs.metadata["semantics"]
@@ -213,7 +206,7 @@ def test_vote_with_true_depth_reproduces_the_hidden_labels(depth_scene: Path) ->
 
 
 def test_densified_sparse_depth_is_close_to_the_true_depth(depth_scene: Path) -> None:
-    from nerfseg_plugin.pseudolabels.geometry import views_from_cameras
+    from nerfseg_plugin.core.geometry import views_from_cameras
 
     outputs, depth = _true_depth(depth_scene)
     views = views_from_cameras(outputs.cameras)
@@ -248,10 +241,10 @@ class FakeRayModel(torch.nn.Module):
 
 
 def test_pipeline_with_depth_rendered_by_a_model(depth_scene: Path, tmp_path: Path, monkeypatch) -> None:
+    from nerfseg_plugin.core.geometry import views_from_cameras
     from nerfseg_plugin.pseudolabels import pipeline
     from nerfseg_plugin.pseudolabels.depth_sources import ModelDepth
     from nerfseg_plugin.pseudolabels.evaluation import score_pseudo_labels
-    from nerfseg_plugin.pseudolabels.geometry import views_from_cameras
 
     scene = _copy_scene(depth_scene, tmp_path)
     outputs, depth = _true_depth(scene)
@@ -321,21 +314,25 @@ def test_vote_and_superpixel_sets_are_cached_and_invalidated(depth_scene: Path, 
     assert find_valid_cache(scene, "vote") == directory
 
 
-def test_datamanager_generates_the_set_on_the_fly_when_asked(depth_scene: Path, tmp_path: Path) -> None:
+def test_pipeline_step_generates_the_set_before_the_datamanager_reads_it(depth_scene: Path, tmp_path: Path) -> None:
     from nerfseg_plugin.data.datamanager import RssegFullImageDatamanagerConfig, pseudo_label_folder
     from nerfseg_plugin.data.dataparser import RssegDataParserConfig
+    from nerfseg_plugin.pseudolabels.pipeline import prepare_pseudo_labels
 
     scene = _copy_scene(depth_scene, tmp_path)
     config = RssegFullImageDatamanagerConfig(dataparser=RssegDataParserConfig(data=scene))
-    assert pseudo_label_folder(config) is None  # auto, nothing cached
+    assert prepare_pseudo_labels(config) is None and pseudo_label_folder(config) is None  # auto, nothing cached
     config.generate_pseudo_labels = "vote"
-    directory = pseudo_label_folder(config)
+    with pytest.raises(ValueError, match="no valid 'vote' pseudo-labels"):
+        pseudo_label_folder(config)  # the datamanager itself never generates
+    directory = prepare_pseudo_labels(config)
     assert directory == scene / "pseudo_labels" / "vote" and find_valid_cache(scene, "vote") == directory
+    assert pseudo_label_folder(config) == directory
     config.generate_pseudo_labels = None
     assert pseudo_label_folder(config) == directory  # auto now finds the generated set
     config.pseudo_labels = "off"
     config.generate_pseudo_labels = "vote"
-    assert pseudo_label_folder(config) is None  # off wins
+    assert prepare_pseudo_labels(config) is None and pseudo_label_folder(config) is None  # off wins
 
 
 def test_generation_never_reads_the_evaluation_labels(depth_scene: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from training_utils import setup_pipeline, train
 
-from nerfseg_plugin.data.dataset import SEMANTIC_LABELS
+from nerfseg_plugin.core.keys import SEMANTIC_LABELS
 from nerfseg_plugin.method_configs.splat_methods import rsseg_splat_lite
 from nerfseg_plugin.semantics.model_mixin import SEMANTIC_LOSS
 from nerfseg_plugin.splat.model import SEMANTIC_FEATURES

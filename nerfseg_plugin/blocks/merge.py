@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import yaml
 
-from nerfseg_plugin.blocks.atomic import write_atomic, write_json_atomic
 from nerfseg_plugin.blocks.partition import Grid
+from nerfseg_plugin.core.atomic import write_atomic, write_json_atomic
 
 GAUSS_KEY = "gauss_params."
 DECODER_KEY = "semantic_decoder.mlp."

@@ -12,34 +12,22 @@ from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, Va
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.keys import SEMANTIC_BATCH_KEYS
+from nerfseg_plugin.data.corrections import CorrectionStore, RegionConfig
 from nerfseg_plugin.data.dataparser import RssegDataParserConfig
-from nerfseg_plugin.data.dataset import (
-    PSEUDO_LABELS,
-    PSEUDO_WEIGHTS,
-    SEMANTIC_GT,
-    SEMANTIC_LABELS,
-    RssegDataset,
-    to_device,
-)
-from nerfseg_plugin.errors import SceneFormatError
-from nerfseg_plugin.interactive.corrections import CorrectionStore
-from nerfseg_plugin.interactive.regions import RegionConfig
-from nerfseg_plugin.pseudolabels.cache import resolve_pseudo_label_dir
-
-SEMANTIC_BATCH_KEYS = (SEMANTIC_LABELS, SEMANTIC_GT, PSEUDO_LABELS, PSEUDO_WEIGHTS)
+from nerfseg_plugin.data.dataset import RssegDataset, to_device
+from nerfseg_plugin.data.pseudo_label_cache import resolve_pseudo_label_dir
 
 
 def pseudo_label_folder(config: RssegFullImageDatamanagerConfig | RssegRayDatamanagerConfig) -> Path | None:
-    """The explicit folder if given, else the set ``generate_pseudo_labels`` makes (or finds valid in the cache),
-    else the cached set that ``config.pseudo_labels`` selects (validated)."""
+    """The explicit folder if given, else the valid cached set that ``config.pseudo_labels`` selects; with
+    ``generate_pseudo_labels``, that method's set, which the pipeline's setup step (``prepare_pseudo_labels``)
+    generated before the datamanager was built."""
     if config.pseudo_label_dir is not None:
         return config.pseudo_label_dir
     if config.generate_pseudo_labels is not None and config.pseudo_labels != "off":
-        from nerfseg_plugin.pseudolabels.cli import PseudoLabelConfig
-        from nerfseg_plugin.pseudolabels.pipeline import generate_pseudo_labels
-
-        method = config.generate_pseudo_labels
-        return generate_pseudo_labels(PseudoLabelConfig(data=config.dataparser.data, method=method, score=False))
+        return resolve_pseudo_label_dir(config.dataparser.data, config.generate_pseudo_labels)
     return resolve_pseudo_label_dir(config.dataparser.data, config.pseudo_labels)
 
 

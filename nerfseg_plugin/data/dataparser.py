@@ -18,13 +18,13 @@ from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.keys import SEMANTICS_METADATA_KEY
+from nerfseg_plugin.core.label_space import LabelSpace
+from nerfseg_plugin.core.scene_io import load_transforms, read_points
 from nerfseg_plugin.data.georeference import GeoDataparserOutputs, SceneGeoreference, nerfstudio_applied_transform
 from nerfseg_plugin.data.orientation import aerial_orient_and_center
-from nerfseg_plugin.data.scene_validation import FrameLabels, load_transforms, validate_scene
-from nerfseg_plugin.errors import SceneFormatError
-from nerfseg_plugin.semantics.label_space import LabelSpace
-
-SEMANTICS_METADATA_KEY = "semantics"
+from nerfseg_plugin.data.scene_validation import FrameLabels, validate_scene
 
 
 @dataclass(frozen=True)
@@ -140,21 +140,9 @@ class RssegDataParser(Nerfstudio):
     def _load_3D_points(self, ply_file_path: Path, transform_matrix: torch.Tensor, scale_factor: float):
         """Read x y z red green blue with plyfile. nerfstudio uses open3d here, which needs system libraries
         (libusb) that headless machines often lack, and reports nothing useful on a malformed file."""
-        from plyfile import PlyData
-
-        try:
-            vertex = PlyData.read(str(ply_file_path))["vertex"]
-            xyz = np.stack([vertex[axis] for axis in ("x", "y", "z")], axis=-1).astype(np.float32)
-            names = vertex.data.dtype.names
-            rgb = (
-                np.stack([vertex[c] for c in ("red", "green", "blue")], axis=-1).astype(np.uint8)
-                if all(c in names for c in ("red", "green", "blue"))
-                else np.full((len(xyz), 3), 128, np.uint8)
-            )
-        except (OSError, KeyError, ValueError) as err:
-            raise SceneFormatError(
-                ply_file_path, f"unreadable point cloud (need a PLY with x y z [red green blue]): {err}"
-            ) from None
+        xyz, colours = read_points(ply_file_path)
+        xyz = xyz.astype(np.float32)
+        rgb = np.full((len(xyz), 3), 128, np.uint8) if colours is None else colours
         if len(xyz) == 0:
             return None
         points = torch.from_numpy(xyz)

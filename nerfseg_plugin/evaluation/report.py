@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nerfseg_plugin.core.label_space import LabelSpace
 from nerfseg_plugin.evaluation.consistency import ConsistencyResult, plot_consistency
-from nerfseg_plugin.semantics.label_space import LabelSpace
 from nerfseg_plugin.semantics.metrics import SegmentationMetrics
 
 METRICS_FILE = "metrics.json"

@@ -7,7 +7,6 @@ mislabelled patch it lands in without leaking across colour edges into the rest 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,27 +14,7 @@ import torch
 from jaxtyping import Bool, Float, UInt8
 from skimage.segmentation import flood
 
-
-@dataclass
-class RegionConfig:
-    """How a click becomes a labeled region."""
-
-    tolerance: float = 0.06
-    """Flood fill: largest distance to the clicked pixel's descriptor that still joins the region."""
-    colour_weight: float = 1.0
-    """Weight of the rendered RGB distance (Euclidean, RGB in [0, 1]) in the descriptor distance."""
-    probability_weight: float = 0.25
-    """Weight of the class-probability distance (Euclidean between softmax vectors, at most sqrt(2))."""
-    max_area_fraction: float = 0.2
-    """Largest region, as a fraction of the image; the tolerance is halved until the region fits."""
-    min_radius: int = 1
-    """The region always contains this disk around the click (a click on a single outlier pixel still labels)."""
-    sam2_checkpoint: Path | None = None
-    """Local SAM2 checkpoint: when set, a SAM2 point prompt on the rendered image gives the region instead."""
-    sam2_config: str | None = None
-    """Packaged SAM2 config name (None: inferred from the checkpoint's file name)."""
-    sam2_image_size: int | None = None
-    """SAM2 input resolution override (None: the config's)."""
+from nerfseg_plugin.data.corrections import RegionConfig
 
 
 def descriptor_distance(

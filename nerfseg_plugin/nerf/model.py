@@ -23,7 +23,7 @@ from nerfstudio.models.nerfacto import NerfactoModel
 from torch import Tensor, nn
 
 from nerfseg_plugin.compat import drop_unavailable_lpips, offline_lpips
-from nerfseg_plugin.data.dataset import SEMANTIC_LABELS
+from nerfseg_plugin.core.keys import SEMANTIC_LABELS
 from nerfseg_plugin.nerf.config import RssegNerfModelConfig
 from nerfseg_plugin.nerf.datamanager import PIXEL_RGB
 from nerfseg_plugin.nerf.semantic_branch import SemanticBranch

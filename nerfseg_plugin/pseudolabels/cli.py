@@ -25,9 +25,9 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from nerfseg_plugin.pseudolabels.assignment import AssignmentConfig
 from nerfseg_plugin.pseudolabels.boundary import BoundaryConfig
 from nerfseg_plugin.pseudolabels.depth_sources import SparseDepthConfig
-from nerfseg_plugin.pseudolabels.geometry import VoteConfig
 from nerfseg_plugin.pseudolabels.sam2_backend import Sam2Config
 from nerfseg_plugin.pseudolabels.superpixels import RegionConfig
+from nerfseg_plugin.pseudolabels.vote import VoteConfig
 
 
 @dataclass

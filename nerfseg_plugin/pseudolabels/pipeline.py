@@ -16,12 +16,13 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from rich.progress import track
 
-from nerfseg_plugin.data.dataparser import SEMANTICS_METADATA_KEY, RssegDataParserConfig, SemanticFrames
-from nerfseg_plugin.data.scene_validation import read_label_map
-from nerfseg_plugin.errors import SceneFormatError
-from nerfseg_plugin.pseudolabels.assignment import propagate_labels
-from nerfseg_plugin.pseudolabels.boundary import boundary_mask, resolve_boundary_kind
-from nerfseg_plugin.pseudolabels.cache import (
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.geometry import PinholeView, views_from_cameras
+from nerfseg_plugin.core.keys import SEMANTICS_METADATA_KEY
+from nerfseg_plugin.core.pseudo_label_files import save_pseudo_label
+from nerfseg_plugin.core.scene_io import read_label_map
+from nerfseg_plugin.data.dataparser import RssegDataParserConfig, SemanticFrames
+from nerfseg_plugin.data.pseudo_label_cache import (
     cache_dir,
     cache_problem,
     file_sha256,
@@ -29,10 +30,11 @@ from nerfseg_plugin.pseudolabels.cache import (
     staged_directory,
     write_manifest,
 )
+from nerfseg_plugin.pseudolabels.assignment import propagate_labels
+from nerfseg_plugin.pseudolabels.boundary import boundary_mask, resolve_boundary_kind
 from nerfseg_plugin.pseudolabels.depth_sources import DepthSource, SparsePointDepth, load_model_depth
-from nerfseg_plugin.pseudolabels.files import save_pseudo_label
-from nerfseg_plugin.pseudolabels.geometry import PinholeView, SourceView, views_from_cameras, vote_view
 from nerfseg_plugin.pseudolabels.superpixels import region_vote, regions_from_masks, superpixel_regions
+from nerfseg_plugin.pseudolabels.vote import SourceView, vote_view
 
 if TYPE_CHECKING:
     from nerfseg_plugin.pseudolabels.cli import PseudoLabelConfig
@@ -84,6 +86,20 @@ def load_scene(data: Path) -> SceneData:
         semantics=semantics,
         views=views_from_cameras(outputs.cameras),
         points=outputs.metadata.get("points3D_xyz"),
+    )
+
+
+def prepare_pseudo_labels(datamanager_config) -> Path | None:
+    """The step before training that ``--pipeline.datamanager.generate-pseudo-labels`` asks for: generate that set
+    with default settings unless a valid cache exists (the datamanager then reads it from the cache). None when
+    nothing is to be generated (no method asked, pseudo-labels off, or an explicit folder)."""
+    method = getattr(datamanager_config, "generate_pseudo_labels", None)
+    if method is None or datamanager_config.pseudo_labels == "off" or datamanager_config.pseudo_label_dir is not None:
+        return None
+    from nerfseg_plugin.pseudolabels.cli import PseudoLabelConfig
+
+    return generate_pseudo_labels(
+        PseudoLabelConfig(data=datamanager_config.dataparser.data, method=method, score=False)
     )
 
 

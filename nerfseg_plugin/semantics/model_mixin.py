@@ -6,17 +6,17 @@ rendering and only adds the semantic contract once.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor
 
-from nerfseg_plugin.appearance.targets import AppearanceTargets
-from nerfseg_plugin.data.dataparser import SEMANTICS_METADATA_KEY
-from nerfseg_plugin.data.dataset import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_GT, SEMANTIC_LABELS
+from nerfseg_plugin.core.keys import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_GT, SEMANTIC_LABELS, SEMANTICS_METADATA_KEY
+from nerfseg_plugin.core.label_space import LabelSpace
 from nerfseg_plugin.semantics.colormaps import label_colormap
-from nerfseg_plugin.semantics.label_space import LabelSpace
 from nerfseg_plugin.semantics.losses import semantic_cross_entropy
 from nerfseg_plugin.semantics.metrics import ConfusionMatrix, SegmentationMetrics
 from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS, label_map, predicted_labels, semantic_render_outputs
@@ -26,13 +26,22 @@ PSEUDO_LABEL_LOSS = "pseudo_label_loss"
 APPEARANCE_LOSS = "appearance_loss"
 
 
+class PixelTargets(Protocol):
+    """Per-view class targets and weights the 3D field is supervised with (the 2D appearance model's
+    ``AppearanceTargets``); a protocol so this layer does not import the model that fills it."""
+
+    def for_image(self, index: int, height: int, width: int) -> tuple[Int[Tensor, "H W"], Float[Tensor, "H W"]]: ...
+
+    def for_rays(self, indices: Int[Tensor, "R 3"]) -> tuple[Int[Tensor, " R"], Float[Tensor, " R"]]: ...
+
+
 class SemanticModelMixin:
     """Semantic output contract, label/pseudo-label losses and dataset-level metric accumulation."""
 
     label_space: LabelSpace
     kwargs: dict
     device: torch.device
-    appearance_targets: AppearanceTargets | None = None
+    appearance_targets: PixelTargets | None = None
     """Per-view 2D appearance predictions supervising the 3D field (set by the pipeline after each 2D round)."""
     appearance_loss_weight: float = 0.0
 
@@ -40,7 +49,7 @@ class SemanticModelMixin:
         """First training step at which the semantic field learns (2D rounds are scheduled after it)."""
         return 0
 
-    def set_appearance_targets(self, targets: AppearanceTargets | None, loss_weight: float) -> None:
+    def set_appearance_targets(self, targets: PixelTargets | None, loss_weight: float) -> None:
         """Supervise the semantic field with these 2D predictions from now on (None: stop)."""
         self.appearance_targets = targets
         self.appearance_loss_weight = loss_weight

@@ -17,7 +17,7 @@ from nerfstudio.models.splatfacto import SplatfactoModel, get_viewmat
 from torch import Tensor, nn
 
 from nerfseg_plugin.compat import drop_unavailable_lpips, offline_lpips
-from nerfseg_plugin.data.dataset import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_LABELS
+from nerfseg_plugin.core.keys import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_LABELS
 from nerfseg_plugin.semantics.colormaps import FixedPCAProjection
 from nerfseg_plugin.semantics.heads import SemanticDecoder
 from nerfseg_plugin.semantics.losses import aggregation_loss_2d, aggregation_loss_3d

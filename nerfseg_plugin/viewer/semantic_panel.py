@@ -24,8 +24,8 @@ from nerfstudio.viewer.viewer_elements import (
 )
 from torch import Tensor
 
+from nerfseg_plugin.core.label_space import LabelSpace
 from nerfseg_plugin.semantics.colormaps import FixedPCAProjection
-from nerfseg_plugin.semantics.label_space import LabelSpace
 from nerfseg_plugin.semantics.outputs import SEMANTIC_FEATURES_PCA
 from nerfseg_plugin.viewer.display import ALL_CLASSES, highlight_colormap, legend_markdown
 
