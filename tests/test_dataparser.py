@@ -49,6 +49,20 @@ def test_transductive_and_holdout_splits(minimal_scene: Path) -> None:
     ]
 
 
+def test_train_filenames_limit_training_but_not_evaluation(minimal_scene: Path) -> None:
+    """Evaluation frames outside train_filenames stay in val/test (nerfstudio's parser alone drops them)."""
+    edit_transforms(
+        minimal_scene, lambda meta: meta.update(train_filenames=["images/frame_000.png", "images/frame_002.png"])
+    )
+    assert [p.name for p in parse(minimal_scene, "train").image_filenames] == ["frame_000.png", "frame_002.png"]
+    for split in ("val", "test"):
+        evaluated = parse(minimal_scene, split)
+        assert [p.name for p in evaluated.image_filenames] == ["frame_001.png", "frame_004.png"]
+        assert all(path is not None for path in evaluated.metadata["semantics"].evaluation_paths)
+    holdout = parse(minimal_scene, "train", evaluation_setting="holdout")
+    assert [p.name for p in holdout.image_filenames] == ["frame_000.png", "frame_002.png"]
+
+
 def test_dataset_items_carry_uint8_labels_and_no_mask(minimal_scene: Path) -> None:
     train = RssegDataset(parse(minimal_scene, "train"))
     labeled, unlabeled = train[0], train[1]
