@@ -7,7 +7,6 @@ model accumulates one confusion matrix during it, and the pipeline replaces the 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,6 +19,7 @@ from torch.cuda.amp.grad_scaler import GradScaler
 
 from nerfseg_plugin.appearance.config import AppearanceConfig
 from nerfseg_plugin.appearance.driver import AppearanceDriver
+from nerfseg_plugin.core.atomic import write_json_atomic
 from nerfseg_plugin.export.label_maps import save_label_map
 from nerfseg_plugin.semantics.model_mixin import SemanticModelMixin, semantic_metrics_dict
 
@@ -80,7 +80,7 @@ class RssegPipeline(VanillaPipeline):
             CONSOLE.print(dataset_metrics.per_class_table(model.label_space.names))
             if output_path is not None:
                 report = dataset_metrics.to_dict(model.label_space.names)
-                (Path(output_path) / "semantic_metrics.json").write_text(json.dumps(report, indent=2))
+                write_json_atomic(Path(output_path) / "semantic_metrics.json", report)
         return metrics
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes):
@@ -126,7 +126,6 @@ class RssegPipeline(VanillaPipeline):
                     for k, v in semantic_metrics_dict(scored_2d, self.model.label_space, per_class=True).items()
                 }
             )
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if step is not None:  # tensorboard / wandb, under nerfstudio's name for all-image evaluations
             writer.put_dict(name="Eval Images Metrics Dict (all images)", scalar_dict=metrics, step=step)
             writer.write_out_storage()
@@ -134,6 +133,8 @@ class RssegPipeline(VanillaPipeline):
         for index, labels in sorted(self.model.take_label_maps().items()):
             save_label_map(output_dir, Path(dataset.image_filenames[index]).stem, labels, label_space)
         label_space.save(output_dir / "classes.json")
+        # Last and atomic: run_matrix --resume takes an existing metrics.json for a finished report.
+        write_json_atomic(output_dir / "metrics.json", metrics)
         summary = ", ".join(f"{k} {metrics[k]:.3f}" for k in SEMANTIC_SUMMARY_KEYS if k in metrics)
         CONSOLE.print(f"[bold green]Semantic report ({summary})")
         CONSOLE.print(f"[bold green]  metrics:    {output_dir / 'metrics.json'}")

@@ -128,6 +128,49 @@ def test_write_report_files_and_values(tmp_path: Path) -> None:
             assert image.width > 300 and image.height > 200
 
 
+def interrupt_json_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every ``Path.write_text`` of metrics.json (or its temporary file) write half, then fail (a kill)."""
+    write_text = Path.write_text
+
+    def half_then_fail(path: Path, text: str, *args, **kwargs):
+        if "metrics.json" in path.name:
+            write_text(path, text[: len(text) // 2], *args, **kwargs)
+            raise KeyboardInterrupt
+        return write_text(path, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", half_then_fail)
+
+
+def test_an_interrupted_report_leaves_no_metrics_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_matrix --resume trusts metrics.json's existence, so a half-written one must never appear."""
+    metrics = ConfusionMatrix(3, 255).update(np.zeros((2, 2), int), np.zeros((2, 2), int)).compute()
+    interrupt_json_writes(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(tmp_path, metrics, LABELS, {"a": 0.5})
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_an_interrupted_semantic_report_leaves_no_metrics_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from types import SimpleNamespace
+
+    from nerfseg_plugin.pipeline import RssegPipeline
+
+    model = SimpleNamespace(label_space=LABELS, take_label_maps=dict)
+    pipeline = SimpleNamespace(
+        get_average_eval_image_metrics=lambda step=None: {"miou": 0.5},
+        appearance=None,
+        datamanager=SimpleNamespace(eval_dataset=SimpleNamespace(image_filenames=[])),
+        model=model,
+        _keep_label_maps=False,
+    )
+    assert RssegPipeline.write_semantic_report(pipeline, tmp_path)["miou"] == 0.5  # the fake is complete enough
+    (tmp_path / "metrics.json").unlink()
+    interrupt_json_writes(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        RssegPipeline.write_semantic_report(pipeline, tmp_path)
+    assert not (tmp_path / "metrics.json").exists()
+
+
 def test_write_report_refuses_an_empty_evaluation(tmp_path: Path) -> None:
     empty = ConfusionMatrix(3, 255).update(np.zeros((2, 2), int), np.full((2, 2), 255)).compute()
     with pytest.raises(ValueError, match="no evaluated pixel"):
