@@ -432,3 +432,32 @@ def test_real_sam2_model_runs_the_pipeline_end_to_end(tmp_path: Path) -> None:
         assert labels.shape == (64, 64)
         assert (labels != IGNORE).any(), f"nothing propagated to {stem}"
     assert cache_dir(scene, "sam2") == directory and find_valid_cache(scene, "sam2") == directory
+
+
+def test_model_record_hashes_the_checkpoint_or_refuses(tmp_path: Path) -> None:
+    """The manifest of a model-depth set must hold the checkpoint's hash (a retrained model invalidates the cache);
+    a config whose checkpoint cannot be found is an error, never a manifest without the hash."""
+    import yaml
+    from nerfstudio.engine.trainer import TrainerConfig
+
+    from nerfseg_plugin.core.errors import SceneFormatError
+    from nerfseg_plugin.data.pseudo_label_cache import file_sha256
+    from nerfseg_plugin.pseudolabels.pipeline import _model_record
+
+    config = TrainerConfig(method_name="m", output_dir=tmp_path, experiment_name="e", timestamp="t")
+    config_path = tmp_path / "config.yml"
+    config_path.write_text(yaml.dump(config))
+    with pytest.raises(SceneFormatError, match="checkpoint"):
+        _model_record(config_path)  # no checkpoint yet
+    checkpoints = config.get_checkpoint_dir()
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "step-000000001.ckpt").write_bytes(b"old")
+    (checkpoints / "step-000000002.ckpt").write_bytes(b"new")
+    record = _model_record(config_path)
+    assert record == {
+        "config_sha256": file_sha256(config_path),
+        "checkpoint_sha256": file_sha256(checkpoints / "step-000000002.ckpt"),
+    }
+    config_path.write_text("just: a mapping\n")  # loads, but is no nerfstudio config
+    with pytest.raises(SceneFormatError, match="config"):
+        _model_record(config_path)

@@ -115,15 +115,16 @@ def make_geometry(config: PseudoLabelConfig, scene: SceneData) -> tuple[DepthSou
 
 
 def _model_record(load_config: Path) -> dict:
-    record = {"config_sha256": file_sha256(load_config)}
+    """Hashes of the trained model's config and of the checkpoint eval_setup loads (the latest), so a retrained
+    model invalidates the cache. Refuses rather than writing a manifest without the checkpoint's hash."""
     try:
         checkpoint_dir = yaml.load(load_config.read_text(), Loader=yaml.Loader).get_checkpoint_dir()
-        checkpoints = sorted(checkpoint_dir.glob("*.ckpt"))
-        if checkpoints:
-            record["checkpoint_sha256"] = file_sha256(checkpoints[-1])
-    except Exception:  # an unloadable config fails with a clear message in load_model_depth
-        pass
-    return record
+    except (OSError, yaml.YAMLError, AttributeError) as err:
+        raise SceneFormatError(load_config, f"not a loadable nerfstudio config (no checkpoint folder): {err}") from err
+    checkpoints = sorted(Path(checkpoint_dir).glob("*.ckpt"))  # step-%09d.ckpt: name order is step order
+    if not checkpoints:
+        raise SceneFormatError(load_config, f"no checkpoint (*.ckpt) in {checkpoint_dir} to record in the manifest")
+    return {"config_sha256": file_sha256(load_config), "checkpoint_sha256": file_sha256(checkpoints[-1])}
 
 
 def settings_record(config: PseudoLabelConfig) -> dict:
