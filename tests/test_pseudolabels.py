@@ -8,6 +8,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -461,3 +462,37 @@ def test_model_record_hashes_the_checkpoint_or_refuses(tmp_path: Path) -> None:
     config_path.write_text("just: a mapping\n")  # loads, but is no nerfstudio config
     with pytest.raises(SceneFormatError, match="config"):
         _model_record(config_path)
+
+
+def test_sam2_runs_on_the_callers_device_even_when_cuda_is_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SAM2 follows the pipeline's device (pseudo-labels: --device or the depth model's; viewer: the pipeline's)
+    instead of always taking CUDA when the machine has it."""
+    import sam2.build_sam
+    import sam2.sam2_image_predictor
+
+    from nerfseg_plugin.data.corrections import RegionConfig
+    from nerfseg_plugin.interactive.regions import load_prompter
+    from nerfseg_plugin.pseudolabels import sam2_backend
+
+    moved: list[torch.device] = []
+
+    class FakeSam2(torch.nn.Module):
+        image_size = 256
+
+        def load_state_dict(self, state, strict=True):
+            return [], []
+
+        def to(self, device):
+            moved.append(torch.device(device))
+            return self
+
+    monkeypatch.setattr(sam2.build_sam, "build_sam2_video_predictor", lambda *args, **kwargs: FakeSam2())
+    monkeypatch.setattr(sam2.sam2_image_predictor, "SAM2ImagePredictor", lambda model: SimpleNamespace())
+    monkeypatch.setattr(sam2_backend, "load_state_dict", lambda checkpoint: {})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    sam2_backend.build_sam2_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", Path("x.pt"), device="cpu")
+    config = RegionConfig(sam2_checkpoint=Path("x.pt"), sam2_config="sam2.1_hiera_t")
+    assert load_prompter(config, torch.device("cpu")) is not None
+    assert moved == [torch.device("cpu")] * 2
+    sam2_backend.build_sam2_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", Path("x.pt"))
+    assert moved[-1] == torch.device("cuda")  # no device given: CUDA when present, as before

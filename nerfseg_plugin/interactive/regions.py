@@ -62,12 +62,18 @@ class Sam2PointPrompter:
     """SAM2's image predictor with one positive point prompt; weights from a local checkpoint only (the same
     loader as the pseudo-label backend, so nothing is fetched)."""
 
-    def __init__(self, checkpoint: Path, config: str | None = None, image_size: int | None = None) -> None:
+    def __init__(
+        self,
+        checkpoint: Path,
+        config: str | None = None,
+        image_size: int | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
         from nerfseg_plugin.pseudolabels.sam2_backend import build_sam2_predictor, resolve_config_name
 
-        model = build_sam2_predictor(resolve_config_name(config, checkpoint), checkpoint, image_size)
+        model = build_sam2_predictor(resolve_config_name(config, checkpoint), checkpoint, image_size, device)
         self.predictor = SAM2ImagePredictor(model)
         size = model.image_size
         # SAM2ImagePredictor hard-codes the backbone feature sizes of a 1024 input (as in Sam2MaskGenerator).
@@ -99,8 +105,9 @@ def derive_region(
     return grow_region(rgb, probabilities, seed, config)
 
 
-def load_prompter(config: RegionConfig) -> Sam2PointPrompter | None:
-    """A SAM2 prompter when ``sam2_checkpoint`` is set (sam2 imported only then), else None."""
+def load_prompter(config: RegionConfig, device: torch.device | str | None = None) -> Sam2PointPrompter | None:
+    """A SAM2 prompter on ``device`` (the pipeline's) when ``sam2_checkpoint`` is set (sam2 imported only then),
+    else None."""
     if config.sam2_checkpoint is None:
         return None
-    return Sam2PointPrompter(config.sam2_checkpoint, config.sam2_config, config.sam2_image_size)
+    return Sam2PointPrompter(config.sam2_checkpoint, config.sam2_config, config.sam2_image_size, device)

@@ -56,7 +56,8 @@ class CorrectionSession:
     @property
     def prompter(self) -> Sam2PointPrompter | None:
         if self._prompter is None and self.region.sam2_checkpoint is not None:
-            self._prompter = load_prompter(self.region)  # built on first use: it takes a while
+            # Built on first use (it takes a while), on the device the pipeline renders on.
+            self._prompter = load_prompter(self.region, self.pipeline.device)
         return self._prompter
 
     @torch.no_grad()

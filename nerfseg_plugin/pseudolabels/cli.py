@@ -49,6 +49,9 @@ class PseudoLabelConfig:
     depth_convention: Literal["auto", "z", "ray"] = "auto"
     """What --load-config's "depth" output holds: z-depth (splatting) or distance along unit rays (NeRF); auto
     decides by model type."""
+    device: str | None = None
+    """Device SAM2 runs on, e.g. cpu or cuda:1 (None: the --load-config model's device, else CUDA when present,
+    else the CPU). Not part of the cache key."""
     overwrite: bool = False
     """Regenerate even when a valid cache for the same inputs and settings exists."""
     score: bool = True

@@ -32,7 +32,7 @@ from nerfseg_plugin.data.pseudo_label_cache import (
 )
 from nerfseg_plugin.pseudolabels.assignment import propagate_labels
 from nerfseg_plugin.pseudolabels.boundary import boundary_mask, resolve_boundary_kind
-from nerfseg_plugin.pseudolabels.depth_sources import DepthSource, SparsePointDepth, load_model_depth
+from nerfseg_plugin.pseudolabels.depth_sources import DepthSource, ModelDepth, SparsePointDepth, load_model_depth
 from nerfseg_plugin.pseudolabels.superpixels import region_vote, regions_from_masks, superpixel_regions
 from nerfseg_plugin.pseudolabels.vote import SourceView, vote_view
 
@@ -130,7 +130,7 @@ def _model_record(load_config: Path) -> dict:
 def settings_record(config: PseudoLabelConfig) -> dict:
     """The settings that shape this method's output (for the manifest), JSON-normalised: changing a setting the
     method does not use leaves its cache valid."""
-    skip = {"data", "overwrite", "score", "sam2_checkpoint", "load_config"}
+    skip = {"data", "overwrite", "score", "sam2_checkpoint", "load_config", "device"}
     if config.method != "sam2":
         skip.add("assignment")
     if config.method != "sam2+vote":
@@ -225,7 +225,8 @@ def _write_views(
         from nerfseg_plugin.pseudolabels.sam2_backend import build_sam2_predictor
 
         CONSOLE.print(f"Building SAM2 ({checkpoint['config']}) from {config.sam2_checkpoint}")
-        model = build_sam2_predictor(checkpoint["config"], config.sam2_checkpoint, config.sam2.image_size)
+        device = config.device or (depth.model.device if isinstance(depth, ModelDepth) else None)
+        model = build_sam2_predictor(checkpoint["config"], config.sam2_checkpoint, config.sam2.image_size, device)
     propagated = _sam2_propagation(config, scene, model) if config.method == "sam2" else {}
     sources = []
     if depth is not None:
