@@ -27,6 +27,22 @@ SEMANTIC_SUMMARY_KEYS = ("miou", "total_accuracy", "average_accuracy")
 REPORT_FOLDER = "semantic_report"
 
 
+class WithPixelColours:
+    """An eval loader whose views render with their own pixels: while nerfstudio's loop handles a view, the model
+    fuses each ray chunk with that view's image (rsseg-nerf's colour branch), so no full-image feature map exists."""
+
+    def __init__(self, loader, model: SemanticModelMixin) -> None:
+        self.loader, self.model = loader, model
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for camera, batch in self.loader:
+            with self.model.pixel_colours(batch.get("image")):
+                yield camera, batch
+
+
 @dataclass
 class RssegPipelineConfig(VanillaPipelineConfig):
     """VanillaPipeline with dataset-level semantic metrics and an end-of-training report."""
@@ -63,13 +79,27 @@ class RssegPipeline(VanillaPipeline):
         prepare_pseudo_labels(config.datamanager)
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
 
+    def get_eval_image_metrics_and_images(self, step: int):
+        """nerfstudio's single-view evaluation, rendered with the view's own pixels (see ``pixel_colours``)."""
+        if not isinstance(self.model, SemanticModelMixin):
+            return super().get_eval_image_metrics_and_images(step)
+        self.eval()
+        camera, batch = self.datamanager.next_eval_image(step)
+        with self.model.pixel_colours(batch.get("image")):
+            outputs = self.model.get_outputs_for_camera(camera)
+        metrics_dict, images_dict = self.model.get_image_metrics_and_images(outputs, batch)
+        metrics_dict["num_rays"] = (camera.height * camera.width * camera.size).item()
+        self.train()
+        return metrics_dict, images_dict
+
     def get_average_image_metrics(self, data_loader, image_prefix, step=None, output_path=None, get_std=False):
         model = self.model
         if not isinstance(model, SemanticModelMixin):
             return super().get_average_image_metrics(data_loader, image_prefix, step, output_path, get_std)
         model.start_semantic_evaluation(keep_label_maps=self._keep_label_maps)
+        views = WithPixelColours(data_loader, model)
         try:
-            metrics = super().get_average_image_metrics(data_loader, image_prefix, step, output_path, get_std)
+            metrics = super().get_average_image_metrics(views, image_prefix, step, output_path, get_std)
         finally:
             dataset_metrics = model.finish_semantic_evaluation()
         for key in SEMANTIC_SUMMARY_KEYS:  # drop the per-image means (and stds) nerfstudio computed

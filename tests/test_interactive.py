@@ -26,7 +26,7 @@ from nerfseg_plugin.interactive.simulation import (
     summarize,
 )
 from nerfseg_plugin.method_configs.splat_methods import rsseg_splat_lite
-from nerfseg_plugin.semantics.outputs import SEMANTIC_COLORMAP, SEMANTIC_FEATURES_PCA, SEMANTIC_LOGITS
+from nerfseg_plugin.semantics.outputs import SEMANTIC_COLORMAP, SEMANTIC_LOGITS
 from nerfseg_plugin.viewer.display import highlight_colormap, legend_markdown
 from nerfseg_plugin.viewer.semantic_panel import SemanticViewerMixin
 
@@ -174,14 +174,13 @@ class PanelOnly(SemanticViewerMixin):
         return self.decorate_semantic_outputs(dict(self._outputs))
 
 
-def test_highlight_dims_other_classes_and_features_get_a_fixed_pca() -> None:
+def test_highlight_dims_other_classes() -> None:
     logits = torch.zeros(4, 4, 2)
     logits[:, :2, 1] = 5.0  # left half "tree"
     colormap = torch.ones(4, 4, 3)
-    panel = PanelOnly({SEMANTIC_LOGITS: logits, SEMANTIC_COLORMAP: colormap, "semantic_features": torch.randn(4, 4, 6)})
+    panel = PanelOnly({SEMANTIC_LOGITS: logits, SEMANTIC_COLORMAP: colormap})
     plain = panel.get_outputs_for_camera()
     assert torch.equal(plain[SEMANTIC_COLORMAP], colormap), "no highlight by default"
-    assert plain[SEMANTIC_FEATURES_PCA].shape == (4, 4, 3) and plain[SEMANTIC_FEATURES_PCA].is_floating_point()
     panel.semantic_viewer_2_highlight.value = "tree"
     lit = panel.get_outputs_for_camera()[SEMANTIC_COLORMAP]
     assert lit.is_floating_point() and torch.equal(lit[:, :2], colormap[:, :2])

@@ -24,7 +24,13 @@ from nerfseg_plugin.nerf.datamanager import PIXEL_RGB, RssegNerfDatamanagerConfi
 from nerfseg_plugin.nerf.model import expose_hash_encoding
 from nerfseg_plugin.nerf.ray_convolution import RayConvolution, ray_neighbours
 from nerfseg_plugin.nerf.semantic_branch import SemanticBranch
-from nerfseg_plugin.semantics.outputs import SEMANTIC_COLORMAP, SEMANTIC_CONFIDENCE, SEMANTIC_ENTROPY, SEMANTIC_LOGITS
+from nerfseg_plugin.semantics.outputs import (
+    SEMANTIC_COLORMAP,
+    SEMANTIC_CONFIDENCE,
+    SEMANTIC_ENTROPY,
+    SEMANTIC_FEATURES_PCA,
+    SEMANTIC_LOGITS,
+)
 
 STAGE_ONE_STEPS = 3
 STAGE_TWO_STEPS = 3
@@ -227,10 +233,26 @@ def test_outputs_contract_and_pixel_colour_fusion(two_stage_run) -> None:
                            (SEMANTIC_ENTROPY, 1), (SEMANTIC_LOGITS, num_classes)]:  # fmt: skip
         assert outputs[name].shape == (height, width, channels), name
         assert outputs[name].is_floating_point(), name
-    fused = model.fuse_pixel_colour(outputs, batch["image"])
+    pca = outputs[SEMANTIC_FEATURES_PCA]  # the viewer's feature view, projected per chunk
+    assert pca.shape == (height, width, 3) and pca.is_floating_point()
+    with model.pixel_colours(batch["image"]):
+        fused = model.get_outputs_for_camera(camera)
+    # Fusion with the captured pixels happens per ray chunk: a full image holds class maps, no C-channel features.
+    for result in (outputs, fused):
+        wide = {k: tuple(v.shape) for k, v in result.items() if v.shape[-1] > max(3, num_classes)}
+        assert not wide, f"per-pixel feature tensors in a full-image render: {wide}"
     assert fused[SEMANTIC_LOGITS].shape == outputs[SEMANTIC_LOGITS].shape
     assert not torch.allclose(fused[SEMANTIC_LOGITS], outputs[SEMANTIC_LOGITS])  # pixel colour != rendered RGB
-    metrics, images = model.get_image_metrics_and_images(outputs, batch)
+    assert torch.equal(model.render_view(camera, batch["image"])[SEMANTIC_LOGITS], fused[SEMANTIC_LOGITS])
+    chunk = model.config.eval_num_rays_per_chunk
+    model.config.eval_num_rays_per_chunk = 97  # chunks that cut rows: each must still get its own pixels
+    try:
+        with model.pixel_colours(batch["image"]):
+            rechunked = model.get_outputs_for_camera(camera)
+    finally:
+        model.config.eval_num_rays_per_chunk = chunk
+    torch.testing.assert_close(rechunked[SEMANTIC_LOGITS], fused[SEMANTIC_LOGITS], rtol=1e-4, atol=1e-4)
+    metrics, images = model.get_image_metrics_and_images(fused, batch)
     assert 0.0 <= metrics["miou"] <= 1.0 and "psnr" in metrics and "semantics" in images
 
 

@@ -6,6 +6,7 @@ rendering and only adds the semantic contract once.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol
 
 import numpy as np
@@ -72,6 +73,11 @@ class SemanticModelMixin:
         loss = semantic_cross_entropy(logits[valid], targets[valid], self.label_space.ignore_index, weights[valid])
         return {APPEARANCE_LOSS: self.appearance_loss_weight * loss}
 
+    def pixel_colours(self, image: Tensor | None) -> contextlib.AbstractContextManager:
+        """Context in which renders may use ``image`` (the view's captured pixels); models whose semantics do not
+        take pixel colours ignore it."""
+        return contextlib.nullcontext()
+
     def setup_label_space(self) -> LabelSpace:
         """The scene's label space, handed to every model through the pipeline's dataset metadata."""
         metadata = self.kwargs.get("metadata") or {}
@@ -85,7 +91,8 @@ class SemanticModelMixin:
     def render_view(self, camera: Cameras, image: Float[Tensor, "H W C"] | None = None) -> dict[str, Tensor]:
         """Outputs for one camera. ``image``: the captured view's own image when there is one (evaluation, label
         maps of dataset views); models whose semantics read the pixel colour use it (rsseg-nerf's colour branch)."""
-        return self.get_outputs_for_camera(camera)  # type: ignore[attr-defined]
+        with self.pixel_colours(image):
+            return self.get_outputs_for_camera(camera)  # type: ignore[attr-defined]
 
     @property
     def class_colors(self) -> Float[Tensor, "K 3"]:
