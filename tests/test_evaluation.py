@@ -17,12 +17,14 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from PIL import Image
 
 from nerfseg_plugin.core.geometry import project_points, ray_distance_to_z, view_from_cameras
+from nerfseg_plugin.core.keys import SEMANTIC_GT
 from nerfseg_plugin.core.label_space import LabelSpace, SemanticClass
 from nerfseg_plugin.evaluation.cli import ConsistencyConfig, score_consistency
 from nerfseg_plugin.evaluation.consistency import observed_labels, point_zbuffer_depth, view_consistency
 from nerfseg_plugin.evaluation.render import render_pipeline_views, sparse_points
 from nerfseg_plugin.evaluation.report import write_report
 from nerfseg_plugin.semantics.metrics import ConfusionMatrix
+from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS, predicted_labels
 
 SIZE = 32
 LABELS = LabelSpace((SemanticClass("road", (128, 64, 128)), SemanticClass("roof", (70, 70, 70)),
@@ -220,20 +222,37 @@ def test_semantic_report_renders_each_view_once_for_metrics_and_label_maps(tiny_
     from nerfseg_plugin.method_configs.splat_methods import rsseg_splat_lite
 
     pipeline, _, _ = setup_pipeline(rsseg_splat_lite.config, tiny_scene, num_downscales=0)
-    calls = []
-    render_view = pipeline.model.render_view
-    pipeline.model.render_view = lambda *args, **kwargs: calls.append(1) or render_view(*args, **kwargs)
+    model = pipeline.model
+    rendered: list[tuple[float, ...]] = []
+    get_outputs_for_camera = model.get_outputs_for_camera  # what nerfstudio's metrics loop calls per view
+
+    def counting(camera, *args, **kwargs):
+        rendered.append(tuple(camera.camera_to_worlds.flatten().tolist()))
+        return get_outputs_for_camera(camera, *args, **kwargs)
+
+    model.get_outputs_for_camera = counting
     metrics = pipeline.write_semantic_report(tmp_path)
+    del model.get_outputs_for_camera
     dataset = pipeline.datamanager.eval_dataset
-    assert not calls  # the metrics pass (get_outputs_for_camera) produced the label maps too
-    assert 0.0 <= metrics["miou"] <= 1.0 and (tmp_path / "classes.json").is_file()
+    expected_views = [
+        tuple(dataset.cameras[i : i + 1].camera_to_worlds.flatten().tolist()) for i in range(len(dataset))
+    ]
+    assert rendered == expected_views, "one render per eval view serves the metrics and the label maps"
+    assert (tmp_path / "classes.json").is_file()
     pipeline.eval()
-    ignore = pipeline.model.label_space.ignore_index
+    label_space = model.label_space
+    confusion = ConfusionMatrix(label_space.num_classes, label_space.ignore_index)
     for index, name in enumerate(dataset.image_filenames):
         written = np.asarray(Image.open(tmp_path / "labels" / f"{Path(name).stem}.png"))
-        expected = render_label_map(pipeline.model, dataset.cameras[index : index + 1], ignore, 0.05)
+        camera = dataset.cameras[index : index + 1]
+        expected = render_label_map(model, camera, label_space.ignore_index, 0.05)
         assert (written == expected).all()
+        predicted = predicted_labels(model.get_outputs_for_camera(camera)[SEMANTIC_LOGITS]).numpy()
+        confusion.update(predicted, dataset[index][SEMANTIC_GT].numpy())
     assert len(list((tmp_path / "labels_colour").glob("*.png"))) == len(dataset)
+    # metrics.json agrees with an independent scoring of the written label maps against the ground truth
+    assert metrics["miou"] == pytest.approx(confusion.compute().miou, abs=1e-6)
+    assert json.loads((tmp_path / "metrics.json").read_text())["miou"] == pytest.approx(metrics["miou"])
 
 
 def test_harness_orders_cells_and_tabulates_the_augmentation_gain(tmp_path: Path) -> None:
