@@ -9,14 +9,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pycolmap  # noqa: F401 - a required dependency: a broken install must fail, not skip
+import pyproj  # noqa: F401 - a required dependency: a broken install must fail, not skip
 import pytest
 
 from nerfseg_plugin.process.config import ProcessDataConfig
 from nerfseg_plugin.process.exif import GpsPosition
 from nerfseg_plugin.process.georeference import GeoreferenceError, fit_similarity, pick_crs, umeyama
 
-pytest.importorskip("pycolmap")
-pytest.importorskip("pyproj")
 NUM_VIEWS, SIZE, GPS_NOISE_M = 20, 256, 3.0
 
 

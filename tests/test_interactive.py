@@ -3,6 +3,7 @@ restart, and the viewer panel of both models."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -224,9 +225,18 @@ def test_correction_trains_survives_a_restart_and_undoes(own_scene: Path) -> Non
 def test_a_viewer_click_snaps_to_the_training_camera_it_was_made_from(own_scene: Path) -> None:
     pipeline, _, _ = setup_pipeline(rsseg_splat_lite.config, own_scene, **SMALL)
     session = CorrectionSession(pipeline)
-    camera = pipeline.datamanager.train_dataset.cameras[5:6]
+    training = pipeline.datamanager.train_dataset.cameras[5:6]
+    # The viewer's camera is training camera 5 moved sideways along its own x axis by ``shift``: a surface point at
+    # z-depth z seen at viewer pixel u sits at u + fx * shift / z in camera 5 (same row).
+    camera = copy.deepcopy(training)
+    pose = camera.camera_to_worlds[0]
+    shift = 0.08 * float(pose[:, 3].norm())
+    camera.camera_to_worlds[0, :, 3] = pose[:, 3] + shift * pose[:, 0]
+    z = float(session.render(camera)["depth"][48, 16, 0])  # splatting renders z-depth
+    expected_x = 16.5 + float(training.fx[0]) * shift / z - 0.5
+    assert expected_x - 16 > 2, "the perturbation must move the click by a few pixels"
     index, (x, y) = session.snap_click(camera, (0.25, 0.75))
-    assert index == 5 and abs(x - 16) <= 1 and abs(y - 48) <= 1
+    assert index == 5 and abs(x - expected_x) <= 1.5 and abs(y - 48) <= 1
     correction = session.correct_viewer_click(camera, (0.25, 0.75), 1)
     assert correction.frame == Path(pipeline.datamanager.train_dataset.image_filenames[5]).stem
     assert correction.camera["viewer_screen_xy"] == (0.25, 0.75) and len(correction.camera["camera_to_world"]) == 3

@@ -15,7 +15,7 @@ from nerfstudio.field_components.encodings import HashEncoding
 from nerfstudio.field_components.mlp import MLPWithHashEncoding
 from PIL import Image
 
-from nerfseg_plugin.core.keys import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_LABELS
+from nerfseg_plugin.core.keys import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_GT, SEMANTIC_LABELS
 from nerfseg_plugin.core.pseudo_label_files import save_pseudo_label
 from nerfseg_plugin.evaluation.render import render_pipeline_views
 from nerfseg_plugin.export.label_maps import LabelView, write_label_maps
@@ -24,12 +24,14 @@ from nerfseg_plugin.nerf.datamanager import PIXEL_RGB, RssegNerfDatamanagerConfi
 from nerfseg_plugin.nerf.model import expose_hash_encoding
 from nerfseg_plugin.nerf.ray_convolution import RayConvolution, ray_neighbours
 from nerfseg_plugin.nerf.semantic_branch import SemanticBranch
+from nerfseg_plugin.semantics.metrics import ConfusionMatrix
 from nerfseg_plugin.semantics.outputs import (
     SEMANTIC_COLORMAP,
     SEMANTIC_CONFIDENCE,
     SEMANTIC_ENTROPY,
     SEMANTIC_FEATURES_PCA,
     SEMANTIC_LOGITS,
+    predicted_labels,
 )
 
 STAGE_ONE_STEPS = 3
@@ -253,7 +255,9 @@ def test_outputs_contract_and_pixel_colour_fusion(two_stage_run) -> None:
         model.config.eval_num_rays_per_chunk = chunk
     torch.testing.assert_close(rechunked[SEMANTIC_LOGITS], fused[SEMANTIC_LOGITS], rtol=1e-4, atol=1e-4)
     metrics, images = model.get_image_metrics_and_images(fused, batch)
-    assert 0.0 <= metrics["miou"] <= 1.0 and "psnr" in metrics and "semantics" in images
+    labels = ConfusionMatrix(num_classes, model.label_space.ignore_index)
+    expected = labels.update(predicted_labels(fused[SEMANTIC_LOGITS]), batch[SEMANTIC_GT]).compute()
+    assert metrics["miou"] == pytest.approx(expected.miou) and "psnr" in metrics and "semantics" in images
 
 
 def test_dataset_level_evaluation(two_stage_run, tmp_path: Path) -> None:
@@ -261,7 +265,14 @@ def test_dataset_level_evaluation(two_stage_run, tmp_path: Path) -> None:
     loader = FixedIndicesEvalDataloader(pipeline.datamanager.eval_dataset, image_indices=(0, 1), device="cpu")
     metrics = pipeline.get_average_image_metrics(loader, image_prefix="eval")
     height, width = pipeline.datamanager.eval_dataset[0]["image"].shape[:2]
-    assert 0.0 <= metrics["miou"] <= 1.0 and 0 < metrics["num_semantic_pixels"] <= 2 * height * width
+    dataset = pipeline.datamanager.eval_dataset
+    confusion = ConfusionMatrix(pipeline.model.label_space.num_classes, pipeline.model.label_space.ignore_index)
+    pipeline.eval()
+    for index in (0, 1):  # scored independently: argmax of each view's render with its own pixels
+        outputs = pipeline.model.render_view(dataset.cameras[index : index + 1], dataset[index]["image"])
+        confusion.update(predicted_labels(outputs[SEMANTIC_LOGITS]), dataset[index][SEMANTIC_GT])
+    assert metrics["miou"] == pytest.approx(confusion.compute().miou)
+    assert metrics["num_semantic_pixels"] == confusion.compute().num_pixels <= 2 * height * width
     # rsseg-eval and the label maps of captured views read the pixel colour too, as ns-eval's metrics do
     pipeline.eval()
     rendered = render_pipeline_views(pipeline, "none")
