@@ -27,6 +27,7 @@ from nerfseg_plugin.splat.appearance import gaussian_colors
 from nerfseg_plugin.splat.config import RssegSplatModelConfig
 from nerfseg_plugin.splat.initialization import gaussians_from_points
 from nerfseg_plugin.splat.rasterization import rasterize, resolve_backend
+from nerfseg_plugin.splat.strategy import CappedStrategy
 from nerfseg_plugin.viewer.semantic_panel import SemanticViewerMixin
 
 SEMANTIC_FEATURES = "semantic_features"
@@ -75,6 +76,8 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
         )
         self.feature_pca = FixedPCAProjection(self.config.semantic_feature_dim)
         self._pca_fit_step = -1
+        # splatfacto's densification settings, with growth that never passes max_gaussians
+        self.strategy = CappedStrategy.like(self.strategy, self.config.max_gaussians)
 
     def semantic_first_step(self) -> int:
         return self.config.semantic_start_step
@@ -88,19 +91,6 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
         groups = super().get_param_groups()
         groups["semantic_decoder"] = list(self.semantic_decoder.parameters())
         return groups
-
-    def step_post_backward(self, step: int) -> None:
-        """gsplat's strategy densifies as usual, except that it stops growing at ``max_gaussians``."""
-        # gsplat grows by image-plane gradient (grow_grad2d) and by screen size (grow_scale2d): block both.
-        thresholds = {name: getattr(self.strategy, name) for name in ("grow_grad2d", "grow_scale2d")}
-        if self.num_points >= self.config.max_gaussians:
-            for name in thresholds:
-                setattr(self.strategy, name, float("inf"))
-        try:
-            super().step_post_backward(step)
-        finally:
-            for name, value in thresholds.items():
-                setattr(self.strategy, name, value)
 
     def _rasterize(
         self,
