@@ -59,9 +59,9 @@ def timed(function, repeats: int = 3) -> float:
 
 def measure(scene: Path) -> dict:
     from nerfseg_plugin.core.keys import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_LABELS
+    from nerfseg_plugin.data import pseudo_label_cache as cache
     from nerfseg_plugin.data.datamanager import RssegFullImageDatamanagerConfig
     from nerfseg_plugin.data.dataparser import RssegDataParserConfig
-    from nerfseg_plugin.data import pseudo_label_cache as cache
 
     hashed = []
     real_hash = cache.file_sha256
