@@ -184,3 +184,22 @@ def test_training_fits_the_labeled_views(tiny_scene: Path) -> None:
     before = accuracy()
     train(pipeline, optimizers, callbacks, steps=60)
     assert accuracy() > max(before + 0.2, 0.6)
+
+
+def test_training_renders_depth_only_when_asked(splat) -> None:
+    """splatfacto's output_depth_during_training: training renders skip the depth channel unless it is set."""
+    pipeline, optimizers, callbacks = splat
+    train(pipeline, optimizers, callbacks, steps=1)  # hands the strategy its optimizers
+    model = pipeline.model
+    model.train()
+    camera = pipeline.datamanager.train_dataset.cameras[0:1].to(model.device)
+    plain = model.get_outputs(camera)
+    assert plain["depth"] is None and plain[SEMANTIC_FEATURES].shape[-1] == model.config.semantic_feature_dim
+    model.config.output_depth_during_training = True
+    try:
+        with_depth = model.get_outputs(camera)
+    finally:
+        model.config.output_depth_during_training = False
+    assert with_depth["depth"].shape == (*with_depth["rgb"].shape[:2], 1)
+    torch.testing.assert_close(with_depth[SEMANTIC_FEATURES], plain[SEMANTIC_FEATURES])
+    torch.testing.assert_close(with_depth["accumulation"], plain["accumulation"])  # rgb: random background

@@ -173,6 +173,8 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
         stop_feature_geometry_grad = not self.config.semantic_geometry_gradients and torch.is_grad_enabled()
         on_cpu = resolve_backend(self.config.rasterizer_backend, self.device.type == "cuda") == "cpu"
         joint = not stop_feature_geometry_grad or on_cpu
+        # splatfacto's choice: depth only when evaluating or when output_depth_during_training asks for it
+        with_depth = self.config.output_depth_during_training or not self.training
         render, alpha, self.info = self._rasterize(
             torch.cat([colors, features], -1) if joint else colors,
             viewmat,
@@ -180,7 +182,7 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
             width,
             height,
             geometry_grad=True,
-            render_mode="RGB+ED",
+            render_mode="RGB+ED" if with_depth else "RGB",
             crop_ids=crop_ids,
             **({"geometry_grad_channels": 3} if stop_feature_geometry_grad and on_cpu else {}),
         )
@@ -189,7 +191,7 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
                 self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info
             )
         if joint:
-            feature_map = render[..., 3:-1]
+            feature_map = render[..., 3 : 3 + features.shape[-1]]
         else:
             feature_map, _, _ = self._rasterize(
                 features, viewmat, K, width, height, geometry_grad=False, render_mode="RGB", crop_ids=crop_ids
@@ -198,14 +200,17 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
         rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)
         if self.config.use_bilateral_grid and self.training and camera.metadata and "cam_idx" in camera.metadata:
             rgb = self._apply_bilateral_grid(rgb, camera.metadata["cam_idx"], height, width)
-        depth = torch.where(alpha > 0, render[..., -1:], render[..., -1:].detach().max())
+        depth = None
+        if with_depth:
+            depth = render[..., -1:]
+            depth = torch.where(alpha > 0, depth, depth.detach().max()).squeeze(0)
         if background.shape[0] == 3 and not self.training:
             background = background.expand(height, width, 3)
 
         feature_map = feature_map.squeeze(0)
         outputs = {
             "rgb": rgb.squeeze(0),
-            "depth": depth.squeeze(0),
+            "depth": depth,
             "accumulation": alpha.squeeze(0),
             "background": background,
         }
