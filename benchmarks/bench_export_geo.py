@@ -117,8 +117,8 @@ def _ensure_georeference(scene: Path, offset: tuple[float, float, float]) -> tup
 def _scores(output: Path, scene: Path, offset: tuple[float, float, float]) -> dict:
     import rasterio
 
+    from nerfseg_plugin.core.label_space import LabelSpace
     from nerfseg_plugin.scenegen.ortho_truth import load_ortho_truth
-    from nerfseg_plugin.semantics.label_space import LabelSpace
     from nerfseg_plugin.semantics.metrics import ConfusionMatrix
 
     truth, truth_height, _ = load_ortho_truth(scene)

@@ -58,10 +58,10 @@ def timed(function, repeats: int = 3) -> float:
 
 
 def measure(scene: Path) -> dict:
+    from nerfseg_plugin.core.keys import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_LABELS
+    from nerfseg_plugin.data import pseudo_label_cache as cache
     from nerfseg_plugin.data.datamanager import RssegFullImageDatamanagerConfig
     from nerfseg_plugin.data.dataparser import RssegDataParserConfig
-    from nerfseg_plugin.data.dataset import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_LABELS
-    from nerfseg_plugin.pseudolabels import cache
 
     hashed = []
     real_hash = cache.file_sha256

@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from nerfseg_plugin.core.geometry import Intrinsics
 from nerfseg_plugin.planning.scene import PlanningScene, load_planning_scene
 from nerfseg_plugin.planning.selection import greedy_coverage, view_colour_histograms
 from nerfseg_plugin.planning.visibility import Visibility, VisibilityConfig, compute_visibility
-from nerfseg_plugin.scenegen.cameras import Intrinsics, flight_path
+from nerfseg_plugin.scenegen.cameras import flight_path
 from nerfseg_plugin.scenegen.generator import SceneGenConfig, generate_scene, labeled_indices
 from nerfseg_plugin.scenegen.materials import SCENE_LABEL_SPACE
 

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 import tyro
 
-from nerfseg_plugin.data.dataset import SEMANTIC_GT
-from nerfseg_plugin.errors import SceneFormatError
-from nerfseg_plugin.interactive.corrections import CorrectionStore
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.keys import SEMANTIC_GT
+from nerfseg_plugin.data.corrections import CorrectionStore
 from nerfseg_plugin.interactive.regions import RegionConfig, derive_region
 from nerfseg_plugin.interactive.session import CorrectionSession
 from nerfseg_plugin.interactive.simulation import (

@@ -7,22 +7,40 @@ model accumulates one confusion matrix during it, and the pipeline replaces the 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
+from torch.cuda.amp.grad_scaler import GradScaler
 
 from nerfseg_plugin.appearance.config import AppearanceConfig
 from nerfseg_plugin.appearance.driver import AppearanceDriver
+from nerfseg_plugin.core.atomic import write_json_atomic
 from nerfseg_plugin.export.label_maps import save_label_map
 from nerfseg_plugin.semantics.model_mixin import SemanticModelMixin, semantic_metrics_dict
 
 SEMANTIC_SUMMARY_KEYS = ("miou", "total_accuracy", "average_accuracy")
 REPORT_FOLDER = "semantic_report"
+
+
+class WithPixelColours:
+    """An eval loader whose views render with their own pixels: while nerfstudio's loop handles a view, the model
+    fuses each ray chunk with that view's image (rsseg-nerf's colour branch), so no full-image feature map exists."""
+
+    def __init__(self, loader, model: SemanticModelMixin) -> None:
+        self.loader, self.model = loader, model
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for camera, batch in self.loader:
+            with self.model.pixel_colours(batch.get("image")):
+                yield camera, batch
 
 
 @dataclass
@@ -46,13 +64,42 @@ class RssegPipeline(VanillaPipeline):
     _keep_label_maps: bool = False
     appearance: AppearanceDriver | None = None
 
+    def __init__(
+        self,
+        config: RssegPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: GradScaler | None = None,
+    ) -> None:
+        # An explicit step before the datamanager reads its pseudo-labels (generation is no datamanager's job).
+        from nerfseg_plugin.pseudolabels.pipeline import prepare_pseudo_labels
+
+        prepare_pseudo_labels(config.datamanager)
+        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+
+    def get_eval_image_metrics_and_images(self, step: int):
+        """nerfstudio's single-view evaluation, rendered with the view's own pixels (see ``pixel_colours``)."""
+        if not isinstance(self.model, SemanticModelMixin):
+            return super().get_eval_image_metrics_and_images(step)
+        self.eval()
+        camera, batch = self.datamanager.next_eval_image(step)
+        with self.model.pixel_colours(batch.get("image")):
+            outputs = self.model.get_outputs_for_camera(camera)
+        metrics_dict, images_dict = self.model.get_image_metrics_and_images(outputs, batch)
+        metrics_dict["num_rays"] = (camera.height * camera.width * camera.size).item()
+        self.train()
+        return metrics_dict, images_dict
+
     def get_average_image_metrics(self, data_loader, image_prefix, step=None, output_path=None, get_std=False):
         model = self.model
         if not isinstance(model, SemanticModelMixin):
             return super().get_average_image_metrics(data_loader, image_prefix, step, output_path, get_std)
         model.start_semantic_evaluation(keep_label_maps=self._keep_label_maps)
+        views = WithPixelColours(data_loader, model)
         try:
-            metrics = super().get_average_image_metrics(data_loader, image_prefix, step, output_path, get_std)
+            metrics = super().get_average_image_metrics(views, image_prefix, step, output_path, get_std)
         finally:
             dataset_metrics = model.finish_semantic_evaluation()
         for key in SEMANTIC_SUMMARY_KEYS:  # drop the per-image means (and stds) nerfstudio computed
@@ -63,7 +110,7 @@ class RssegPipeline(VanillaPipeline):
             CONSOLE.print(dataset_metrics.per_class_table(model.label_space.names))
             if output_path is not None:
                 report = dataset_metrics.to_dict(model.label_space.names)
-                (Path(output_path) / "semantic_metrics.json").write_text(json.dumps(report, indent=2))
+                write_json_atomic(Path(output_path) / "semantic_metrics.json", report)
         return metrics
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes):
@@ -109,7 +156,6 @@ class RssegPipeline(VanillaPipeline):
                     for k, v in semantic_metrics_dict(scored_2d, self.model.label_space, per_class=True).items()
                 }
             )
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if step is not None:  # tensorboard / wandb, under nerfstudio's name for all-image evaluations
             writer.put_dict(name="Eval Images Metrics Dict (all images)", scalar_dict=metrics, step=step)
             writer.write_out_storage()
@@ -117,6 +163,8 @@ class RssegPipeline(VanillaPipeline):
         for index, labels in sorted(self.model.take_label_maps().items()):
             save_label_map(output_dir, Path(dataset.image_filenames[index]).stem, labels, label_space)
         label_space.save(output_dir / "classes.json")
+        # Last and atomic: run_matrix --resume takes an existing metrics.json for a finished report.
+        write_json_atomic(output_dir / "metrics.json", metrics)
         summary = ", ".join(f"{k} {metrics[k]:.3f}" for k in SEMANTIC_SUMMARY_KEYS if k in metrics)
         CONSOLE.print(f"[bold green]Semantic report ({summary})")
         CONSOLE.print(f"[bold green]  metrics:    {output_dir / 'metrics.json'}")

@@ -15,7 +15,7 @@ from nerfseg_plugin.appearance.driver import AppearanceDriver
 from nerfseg_plugin.appearance.model import AppearanceModel, AppearanceView
 from nerfseg_plugin.appearance.rounds import round_steps
 from nerfseg_plugin.appearance.targets import AppearanceTargets
-from nerfseg_plugin.data.dataset import SEMANTIC_LABELS
+from nerfseg_plugin.core.keys import SEMANTIC_LABELS
 from nerfseg_plugin.method_configs.nerf_methods import rsseg_nerf_lite
 from nerfseg_plugin.method_configs.splat_methods import rsseg_splat_lite
 from nerfseg_plugin.semantics.model_mixin import APPEARANCE_LOSS

@@ -118,7 +118,7 @@ def _fake_block_run(block: dict, job: BlockJob, seed: int) -> None:
     pipeline = config.pipeline.setup(device="cpu", test_mode="val")
     with torch.no_grad():  # distinct features and decoders per block, as after training
         pipeline.model.gauss_params["semantic_features"].normal_()
-        pipeline.model.semantic_decoder.mlp[0].weight.normal_()
+        pipeline.model.semantic_decoder.mlp.layers[0].weight.normal_()
         pipeline.model.gauss_params["opacities"].fill_(2.0)  # opaque, as trained surfaces are
     optimizers = Optimizers(copy.deepcopy(config.optimizers), pipeline.get_param_groups())
     config.get_base_dir().mkdir(parents=True)

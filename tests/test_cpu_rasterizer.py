@@ -243,12 +243,14 @@ def test_compositing_gradcheck():
 
 
 def test_projection_and_isect_match_gsplat_torch_impl():
-    from gsplat.cuda._torch_impl import (
-        _fully_fused_projection,
-        _isect_offset_encode,
-        _isect_tiles,
-        _quat_scale_to_covar_preci,
+    from nerfseg_plugin.splat.gsplat_private import torch_impl
+
+    gsplat_torch = torch_impl()
+    _fully_fused_projection, _quat_scale_to_covar_preci = (
+        gsplat_torch._fully_fused_projection,
+        gsplat_torch._quat_scale_to_covar_preci,
     )
+    _isect_offset_encode, _isect_tiles = gsplat_torch._isect_offset_encode, gsplat_torch._isect_tiles
 
     means, quats, scales, _, _, viewmats, Ks = make_scene(n=60, C=2)
     ours = project_gaussians(means, quats, scales, viewmats, Ks, W, H)

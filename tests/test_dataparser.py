@@ -11,14 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from nerfseg_plugin.data.datamanager import (
-    RssegFullImageDatamanagerConfig,
-    RssegRayDatamanagerConfig,
-    ratio_epoch,
-)
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.keys import PSEUDO_WEIGHTS, SEMANTIC_GT, SEMANTIC_LABELS
+from nerfseg_plugin.data.datamanager import RssegFullImageDatamanagerConfig, RssegRayDatamanagerConfig, ratio_epoch
 from nerfseg_plugin.data.dataparser import RssegDataParserConfig
-from nerfseg_plugin.data.dataset import PSEUDO_WEIGHTS, SEMANTIC_GT, SEMANTIC_LABELS, RssegDataset
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.data.dataset import RssegDataset
 
 
 def parse(scene: Path, split: str = "train", **kwargs):
@@ -50,6 +47,20 @@ def test_transductive_and_holdout_splits(minimal_scene: Path) -> None:
         "frame_003.png",
         "frame_005.png",
     ]
+
+
+def test_train_filenames_limit_training_but_not_evaluation(minimal_scene: Path) -> None:
+    """Evaluation frames outside train_filenames stay in val/test (nerfstudio's parser alone drops them)."""
+    edit_transforms(
+        minimal_scene, lambda meta: meta.update(train_filenames=["images/frame_000.png", "images/frame_002.png"])
+    )
+    assert [p.name for p in parse(minimal_scene, "train").image_filenames] == ["frame_000.png", "frame_002.png"]
+    for split in ("val", "test"):
+        evaluated = parse(minimal_scene, split)
+        assert [p.name for p in evaluated.image_filenames] == ["frame_001.png", "frame_004.png"]
+        assert all(path is not None for path in evaluated.metadata["semantics"].evaluation_paths)
+    holdout = parse(minimal_scene, "train", evaluation_setting="holdout")
+    assert [p.name for p in holdout.image_filenames] == ["frame_000.png", "frame_002.png"]
 
 
 def test_dataset_items_carry_uint8_labels_and_no_mask(minimal_scene: Path) -> None:
@@ -102,10 +113,11 @@ def test_aerial_orientation_recovers_the_vertical(minimal_scene: Path, orientati
     x_axes_vertical = c2w[:, 2, 0].abs().max().item()  # roll-free cameras: x axes horizontal
     mean_view_z = (-c2w[:, :3, 2]).mean(0)[2].item()
     recovered = x_axes_vertical < 1e-3 and mean_view_z < -0.7
-    if orientation == "aerial":
-        assert recovered, "the capture's vertical must become +z"
-    elif flight == "lawnmower":  # why "aerial" is the default: "up" turns a nadir survey on its side
-        assert not recovered
+    if orientation == "aerial" or flight == "orbit":
+        # An orbit's image-up vectors average to the vertical, so nerfstudio's "up" recovers it too.
+        assert recovered, f"the capture's vertical must become +z (x axes {x_axes_vertical}, view z {mean_view_z})"
+    else:  # why "aerial" is the default: "up" turns a nadir survey on its side
+        assert not recovered and mean_view_z > -0.7, "up must tilt a one-direction survey"
 
 
 def test_ratio_epoch_interleaves_labeled_views() -> None:

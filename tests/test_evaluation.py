@@ -16,19 +16,15 @@ from conftest import look_down_pose
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from PIL import Image
 
+from nerfseg_plugin.core.geometry import project_points, ray_distance_to_z, view_from_cameras
+from nerfseg_plugin.core.keys import SEMANTIC_GT
+from nerfseg_plugin.core.label_space import LabelSpace, SemanticClass
 from nerfseg_plugin.evaluation.cli import ConsistencyConfig, score_consistency
-from nerfseg_plugin.evaluation.consistency import (
-    observed_labels,
-    point_zbuffer_depth,
-    project_points,
-    ray_distance_to_z,
-    view_consistency,
-    view_from_cameras,
-)
+from nerfseg_plugin.evaluation.consistency import observed_labels, point_zbuffer_depth, view_consistency
 from nerfseg_plugin.evaluation.render import render_pipeline_views, sparse_points
 from nerfseg_plugin.evaluation.report import write_report
-from nerfseg_plugin.semantics.label_space import LabelSpace, SemanticClass
 from nerfseg_plugin.semantics.metrics import ConfusionMatrix
+from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS, predicted_labels
 
 SIZE = 32
 LABELS = LabelSpace((SemanticClass("road", (128, 64, 128)), SemanticClass("roof", (70, 70, 70)),
@@ -134,6 +130,49 @@ def test_write_report_files_and_values(tmp_path: Path) -> None:
             assert image.width > 300 and image.height > 200
 
 
+def interrupt_json_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every ``Path.write_text`` of metrics.json (or its temporary file) write half, then fail (a kill)."""
+    write_text = Path.write_text
+
+    def half_then_fail(path: Path, text: str, *args, **kwargs):
+        if "metrics.json" in path.name:
+            write_text(path, text[: len(text) // 2], *args, **kwargs)
+            raise KeyboardInterrupt
+        return write_text(path, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", half_then_fail)
+
+
+def test_an_interrupted_report_leaves_no_metrics_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_matrix --resume trusts metrics.json's existence, so a half-written one must never appear."""
+    metrics = ConfusionMatrix(3, 255).update(np.zeros((2, 2), int), np.zeros((2, 2), int)).compute()
+    interrupt_json_writes(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(tmp_path, metrics, LABELS, {"a": 0.5})
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_an_interrupted_semantic_report_leaves_no_metrics_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from types import SimpleNamespace
+
+    from nerfseg_plugin.pipeline import RssegPipeline
+
+    model = SimpleNamespace(label_space=LABELS, take_label_maps=dict)
+    pipeline = SimpleNamespace(
+        get_average_eval_image_metrics=lambda step=None: {"miou": 0.5},
+        appearance=None,
+        datamanager=SimpleNamespace(eval_dataset=SimpleNamespace(image_filenames=[])),
+        model=model,
+        _keep_label_maps=False,
+    )
+    assert RssegPipeline.write_semantic_report(pipeline, tmp_path)["miou"] == 0.5  # the fake is complete enough
+    (tmp_path / "metrics.json").unlink()
+    interrupt_json_writes(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        RssegPipeline.write_semantic_report(pipeline, tmp_path)
+    assert not (tmp_path / "metrics.json").exists()
+
+
 def test_write_report_refuses_an_empty_evaluation(tmp_path: Path) -> None:
     empty = ConfusionMatrix(3, 255).update(np.zeros((2, 2), int), np.full((2, 2), 255)).compute()
     with pytest.raises(ValueError, match="no evaluated pixel"):
@@ -183,20 +222,37 @@ def test_semantic_report_renders_each_view_once_for_metrics_and_label_maps(tiny_
     from nerfseg_plugin.method_configs.splat_methods import rsseg_splat_lite
 
     pipeline, _, _ = setup_pipeline(rsseg_splat_lite.config, tiny_scene, num_downscales=0)
-    calls = []
-    render_view = pipeline.model.render_view
-    pipeline.model.render_view = lambda *args, **kwargs: calls.append(1) or render_view(*args, **kwargs)
+    model = pipeline.model
+    rendered: list[tuple[float, ...]] = []
+    get_outputs_for_camera = model.get_outputs_for_camera  # what nerfstudio's metrics loop calls per view
+
+    def counting(camera, *args, **kwargs):
+        rendered.append(tuple(camera.camera_to_worlds.flatten().tolist()))
+        return get_outputs_for_camera(camera, *args, **kwargs)
+
+    model.get_outputs_for_camera = counting
     metrics = pipeline.write_semantic_report(tmp_path)
+    del model.get_outputs_for_camera
     dataset = pipeline.datamanager.eval_dataset
-    assert not calls  # the metrics pass (get_outputs_for_camera) produced the label maps too
-    assert 0.0 <= metrics["miou"] <= 1.0 and (tmp_path / "classes.json").is_file()
+    expected_views = [
+        tuple(dataset.cameras[i : i + 1].camera_to_worlds.flatten().tolist()) for i in range(len(dataset))
+    ]
+    assert rendered == expected_views, "one render per eval view serves the metrics and the label maps"
+    assert (tmp_path / "classes.json").is_file()
     pipeline.eval()
-    ignore = pipeline.model.label_space.ignore_index
+    label_space = model.label_space
+    confusion = ConfusionMatrix(label_space.num_classes, label_space.ignore_index)
     for index, name in enumerate(dataset.image_filenames):
         written = np.asarray(Image.open(tmp_path / "labels" / f"{Path(name).stem}.png"))
-        expected = render_label_map(pipeline.model, dataset.cameras[index : index + 1], ignore, 0.05)
+        camera = dataset.cameras[index : index + 1]
+        expected = render_label_map(model, camera, label_space.ignore_index, 0.05)
         assert (written == expected).all()
+        predicted = predicted_labels(model.get_outputs_for_camera(camera)[SEMANTIC_LOGITS]).numpy()
+        confusion.update(predicted, dataset[index][SEMANTIC_GT].numpy())
     assert len(list((tmp_path / "labels_colour").glob("*.png"))) == len(dataset)
+    # metrics.json agrees with an independent scoring of the written label maps against the ground truth
+    assert metrics["miou"] == pytest.approx(confusion.compute().miou, abs=1e-6)
+    assert json.loads((tmp_path / "metrics.json").read_text())["miou"] == pytest.approx(metrics["miou"])
 
 
 def test_harness_orders_cells_and_tabulates_the_augmentation_gain(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.process.cli import stage_upright_photos
 from nerfseg_plugin.process.config import ProcessDataConfig
 from nerfseg_plugin.process.exif import ORIENTATION, open_upright_rgb, read_exif, upright_size

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.geo.asprs import asprs_codes
 from nerfseg_plugin.geo.cli import PRODUCTS, ExportGeo, export_geo
 from nerfseg_plugin.scenegen.ortho_truth import load_ortho_truth
@@ -229,7 +229,12 @@ def test_an_interrupted_export_leaves_no_finished_looking_file(local_export, tmp
 
 
 def test_ortho_projection_matches_gsplat_torch_impl() -> None:
-    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
+    from nerfseg_plugin.splat.gsplat_private import torch_impl
+
+    _fully_fused_projection, _quat_scale_to_covar_preci = (
+        torch_impl()._fully_fused_projection,
+        torch_impl()._quat_scale_to_covar_preci,
+    )
 
     g = torch.Generator().manual_seed(0)
     n = 50

@@ -9,14 +9,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pycolmap  # noqa: F401 - a required dependency: a broken install must fail, not skip
+import pyproj  # noqa: F401 - a required dependency: a broken install must fail, not skip
 import pytest
 
 from nerfseg_plugin.process.config import ProcessDataConfig
 from nerfseg_plugin.process.exif import GpsPosition
 from nerfseg_plugin.process.georeference import GeoreferenceError, fit_similarity, pick_crs, umeyama
 
-pytest.importorskip("pycolmap")
-pytest.importorskip("pyproj")
 NUM_VIEWS, SIZE, GPS_NOISE_M = 20, 256, 3.0
 
 
@@ -195,7 +195,7 @@ def test_ground_control_points_override_gps(truth: Path, raw: Path, tmp_path: Pa
 
 
 def test_bad_gcp_file_is_refused(raw: Path, tmp_path: Path) -> None:
-    from nerfseg_plugin.errors import SceneFormatError
+    from nerfseg_plugin.core.errors import SceneFormatError
     from nerfseg_plugin.process.gcp import read_gcp_file
 
     bad = tmp_path / "gcp_list.txt"

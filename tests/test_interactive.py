@@ -3,6 +3,7 @@ restart, and the viewer panel of both models."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -13,9 +14,10 @@ import torch
 from PIL import Image
 from training_utils import setup_pipeline
 
-from nerfseg_plugin.data.dataset import NO_CORRECTION, PSEUDO_WEIGHTS, SEMANTIC_LABELS
-from nerfseg_plugin.errors import SceneFormatError
-from nerfseg_plugin.interactive.corrections import CorrectionStore
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.keys import NO_CORRECTION, PSEUDO_WEIGHTS, SEMANTIC_LABELS
+from nerfseg_plugin.core.label_space import LabelSpace, SemanticClass
+from nerfseg_plugin.data.corrections import CorrectionStore
 from nerfseg_plugin.interactive.regions import RegionConfig, derive_region, grow_region
 from nerfseg_plugin.interactive.session import CorrectionSession
 from nerfseg_plugin.interactive.simulation import (
@@ -25,8 +27,7 @@ from nerfseg_plugin.interactive.simulation import (
     summarize,
 )
 from nerfseg_plugin.method_configs.splat_methods import rsseg_splat_lite
-from nerfseg_plugin.semantics.label_space import LabelSpace, SemanticClass
-from nerfseg_plugin.semantics.outputs import SEMANTIC_COLORMAP, SEMANTIC_FEATURES_PCA, SEMANTIC_LOGITS
+from nerfseg_plugin.semantics.outputs import SEMANTIC_COLORMAP, SEMANTIC_LOGITS
 from nerfseg_plugin.viewer.display import highlight_colormap, legend_markdown
 from nerfseg_plugin.viewer.semantic_panel import SemanticViewerMixin
 
@@ -174,14 +175,13 @@ class PanelOnly(SemanticViewerMixin):
         return self.decorate_semantic_outputs(dict(self._outputs))
 
 
-def test_highlight_dims_other_classes_and_features_get_a_fixed_pca() -> None:
+def test_highlight_dims_other_classes() -> None:
     logits = torch.zeros(4, 4, 2)
     logits[:, :2, 1] = 5.0  # left half "tree"
     colormap = torch.ones(4, 4, 3)
-    panel = PanelOnly({SEMANTIC_LOGITS: logits, SEMANTIC_COLORMAP: colormap, "semantic_features": torch.randn(4, 4, 6)})
+    panel = PanelOnly({SEMANTIC_LOGITS: logits, SEMANTIC_COLORMAP: colormap})
     plain = panel.get_outputs_for_camera()
     assert torch.equal(plain[SEMANTIC_COLORMAP], colormap), "no highlight by default"
-    assert plain[SEMANTIC_FEATURES_PCA].shape == (4, 4, 3) and plain[SEMANTIC_FEATURES_PCA].is_floating_point()
     panel.semantic_viewer_2_highlight.value = "tree"
     lit = panel.get_outputs_for_camera()[SEMANTIC_COLORMAP]
     assert lit.is_floating_point() and torch.equal(lit[:, :2], colormap[:, :2])
@@ -225,9 +225,18 @@ def test_correction_trains_survives_a_restart_and_undoes(own_scene: Path) -> Non
 def test_a_viewer_click_snaps_to_the_training_camera_it_was_made_from(own_scene: Path) -> None:
     pipeline, _, _ = setup_pipeline(rsseg_splat_lite.config, own_scene, **SMALL)
     session = CorrectionSession(pipeline)
-    camera = pipeline.datamanager.train_dataset.cameras[5:6]
+    training = pipeline.datamanager.train_dataset.cameras[5:6]
+    # The viewer's camera is training camera 5 moved sideways along its own x axis by ``shift``: a surface point at
+    # z-depth z seen at viewer pixel u sits at u + fx * shift / z in camera 5 (same row).
+    camera = copy.deepcopy(training)
+    pose = camera.camera_to_worlds[0]
+    shift = 0.08 * float(pose[:, 3].norm())
+    camera.camera_to_worlds[0, :, 3] = pose[:, 3] + shift * pose[:, 0]
+    z = float(session.render(camera)["depth"][48, 16, 0])  # splatting renders z-depth
+    expected_x = 16.5 + float(training.fx[0]) * shift / z - 0.5
+    assert expected_x - 16 > 2, "the perturbation must move the click by a few pixels"
     index, (x, y) = session.snap_click(camera, (0.25, 0.75))
-    assert index == 5 and abs(x - 16) <= 1 and abs(y - 48) <= 1
+    assert index == 5 and abs(x - expected_x) <= 1.5 and abs(y - 48) <= 1
     correction = session.correct_viewer_click(camera, (0.25, 0.75), 1)
     assert correction.frame == Path(pipeline.datamanager.train_dataset.image_filenames[5]).stem
     assert correction.camera["viewer_screen_xy"] == (0.25, 0.75) and len(correction.camera["camera_to_world"]) == 3

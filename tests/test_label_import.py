@@ -8,16 +8,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pycocotools  # noqa: F401 - a required dependency: a broken install must fail, not skip
 import pytest
+import shapely  # noqa: F401 - a required dependency: a broken install must fail, not skip
 from PIL import Image
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.process.annotations import is_annotation_export
 from nerfseg_plugin.process.config import ProcessDataConfig
 from nerfseg_plugin.process.labels import collect_inputs
 
-pytest.importorskip("pycocotools")
-pytest.importorskip("shapely")
 WIDTH, HEIGHT = 40, 30
 CLASSES = ["ground", "building", "tree"]
 SQUARE = [[5, 5], [20, 5], [20, 20], [5, 20]]

@@ -15,7 +15,8 @@ from nerfstudio.field_components.encodings import HashEncoding
 from nerfstudio.field_components.mlp import MLPWithHashEncoding
 from PIL import Image
 
-from nerfseg_plugin.data.dataset import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_LABELS
+from nerfseg_plugin.core.keys import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_GT, SEMANTIC_LABELS
+from nerfseg_plugin.core.pseudo_label_files import save_pseudo_label
 from nerfseg_plugin.evaluation.render import render_pipeline_views
 from nerfseg_plugin.export.label_maps import LabelView, write_label_maps
 from nerfseg_plugin.method_configs.nerf_methods import rsseg_nerf, rsseg_nerf_lite
@@ -23,8 +24,15 @@ from nerfseg_plugin.nerf.datamanager import PIXEL_RGB, RssegNerfDatamanagerConfi
 from nerfseg_plugin.nerf.model import expose_hash_encoding
 from nerfseg_plugin.nerf.ray_convolution import RayConvolution, ray_neighbours
 from nerfseg_plugin.nerf.semantic_branch import SemanticBranch
-from nerfseg_plugin.pseudolabels.files import save_pseudo_label
-from nerfseg_plugin.semantics.outputs import SEMANTIC_COLORMAP, SEMANTIC_CONFIDENCE, SEMANTIC_ENTROPY, SEMANTIC_LOGITS
+from nerfseg_plugin.semantics.metrics import ConfusionMatrix
+from nerfseg_plugin.semantics.outputs import (
+    SEMANTIC_COLORMAP,
+    SEMANTIC_CONFIDENCE,
+    SEMANTIC_ENTROPY,
+    SEMANTIC_FEATURES_PCA,
+    SEMANTIC_LOGITS,
+    predicted_labels,
+)
 
 STAGE_ONE_STEPS = 3
 STAGE_TWO_STEPS = 3
@@ -227,11 +235,29 @@ def test_outputs_contract_and_pixel_colour_fusion(two_stage_run) -> None:
                            (SEMANTIC_ENTROPY, 1), (SEMANTIC_LOGITS, num_classes)]:  # fmt: skip
         assert outputs[name].shape == (height, width, channels), name
         assert outputs[name].is_floating_point(), name
-    fused = model.fuse_pixel_colour(outputs, batch["image"])
+    pca = outputs[SEMANTIC_FEATURES_PCA]  # the viewer's feature view, projected per chunk
+    assert pca.shape == (height, width, 3) and pca.is_floating_point()
+    with model.pixel_colours(batch["image"]):
+        fused = model.get_outputs_for_camera(camera)
+    # Fusion with the captured pixels happens per ray chunk: a full image holds class maps, no C-channel features.
+    for result in (outputs, fused):
+        wide = {k: tuple(v.shape) for k, v in result.items() if v.shape[-1] > max(3, num_classes)}
+        assert not wide, f"per-pixel feature tensors in a full-image render: {wide}"
     assert fused[SEMANTIC_LOGITS].shape == outputs[SEMANTIC_LOGITS].shape
     assert not torch.allclose(fused[SEMANTIC_LOGITS], outputs[SEMANTIC_LOGITS])  # pixel colour != rendered RGB
-    metrics, images = model.get_image_metrics_and_images(outputs, batch)
-    assert 0.0 <= metrics["miou"] <= 1.0 and "psnr" in metrics and "semantics" in images
+    assert torch.equal(model.render_view(camera, batch["image"])[SEMANTIC_LOGITS], fused[SEMANTIC_LOGITS])
+    chunk = model.config.eval_num_rays_per_chunk
+    model.config.eval_num_rays_per_chunk = 97  # chunks that cut rows: each must still get its own pixels
+    try:
+        with model.pixel_colours(batch["image"]):
+            rechunked = model.get_outputs_for_camera(camera)
+    finally:
+        model.config.eval_num_rays_per_chunk = chunk
+    torch.testing.assert_close(rechunked[SEMANTIC_LOGITS], fused[SEMANTIC_LOGITS], rtol=1e-4, atol=1e-4)
+    metrics, images = model.get_image_metrics_and_images(fused, batch)
+    labels = ConfusionMatrix(num_classes, model.label_space.ignore_index)
+    expected = labels.update(predicted_labels(fused[SEMANTIC_LOGITS]), batch[SEMANTIC_GT]).compute()
+    assert metrics["miou"] == pytest.approx(expected.miou) and "psnr" in metrics and "semantics" in images
 
 
 def test_dataset_level_evaluation(two_stage_run, tmp_path: Path) -> None:
@@ -239,7 +265,14 @@ def test_dataset_level_evaluation(two_stage_run, tmp_path: Path) -> None:
     loader = FixedIndicesEvalDataloader(pipeline.datamanager.eval_dataset, image_indices=(0, 1), device="cpu")
     metrics = pipeline.get_average_image_metrics(loader, image_prefix="eval")
     height, width = pipeline.datamanager.eval_dataset[0]["image"].shape[:2]
-    assert 0.0 <= metrics["miou"] <= 1.0 and 0 < metrics["num_semantic_pixels"] <= 2 * height * width
+    dataset = pipeline.datamanager.eval_dataset
+    confusion = ConfusionMatrix(pipeline.model.label_space.num_classes, pipeline.model.label_space.ignore_index)
+    pipeline.eval()
+    for index in (0, 1):  # scored independently: argmax of each view's render with its own pixels
+        outputs = pipeline.model.render_view(dataset.cameras[index : index + 1], dataset[index]["image"])
+        confusion.update(predicted_labels(outputs[SEMANTIC_LOGITS]), dataset[index][SEMANTIC_GT])
+    assert metrics["miou"] == pytest.approx(confusion.compute().miou)
+    assert metrics["num_semantic_pixels"] == confusion.compute().num_pixels <= 2 * height * width
     # rsseg-eval and the label maps of captured views read the pixel colour too, as ns-eval's metrics do
     pipeline.eval()
     rendered = render_pipeline_views(pipeline, "none")

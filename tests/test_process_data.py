@@ -12,11 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pycolmap  # a required dependency: a broken install must fail, not skip
 import pytest
 import torch
 from PIL import Image
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.process import cli, sfm
 from nerfseg_plugin.process.cli import main
 from nerfseg_plugin.process.config import ProcessDataConfig
@@ -24,7 +25,6 @@ from nerfseg_plugin.process.resample import FrameResampler, max_distortion_px
 from nerfseg_plugin.process.scene_writer import opengl_camera_to_world
 from nerfseg_plugin.process.sfm import RegistrationError
 
-pycolmap = pytest.importorskip("pycolmap")
 NUM_VIEWS, SIZE, NUM_LABELED = 20, 256, 3
 
 
@@ -160,7 +160,6 @@ def test_labels_follow_images_and_scene_parses(truth: Path, processed: Path) -> 
 
 @pytest.mark.slow
 def test_splat_lite_trains_on_processed_scene(processed: Path, tmp_path: Path) -> None:
-    pytest.importorskip("nerfseg_plugin.splat.rasterization")
     from nerfseg_plugin.method_configs.splat_methods import rsseg_splat_lite
 
     config = copy.deepcopy(rsseg_splat_lite.config)

@@ -8,12 +8,22 @@ import json
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from nerfseg_plugin.core.geometry import PinholeView, backproject, pixel_centres, project
+from nerfseg_plugin.core.pseudo_label_files import load_pseudo_label
+from nerfseg_plugin.data.pseudo_label_cache import (
+    cache_dir,
+    find_valid_cache,
+    read_manifest,
+    resolve_pseudo_label_dir,
+    staged_directory,
+)
 from nerfseg_plugin.pseudolabels.assignment import (
     AssignmentConfig,
     EvidenceMerge,
@@ -21,26 +31,10 @@ from nerfseg_plugin.pseudolabels.assignment import (
     propagate_labels,
 )
 from nerfseg_plugin.pseudolabels.boundary import BoundaryConfig, boundary_mask, resolve_boundary_kind
-from nerfseg_plugin.pseudolabels.cache import (
-    cache_dir,
-    find_valid_cache,
-    read_manifest,
-    resolve_pseudo_label_dir,
-    staged_directory,
-)
 from nerfseg_plugin.pseudolabels.cli import PseudoLabelConfig, main
 from nerfseg_plugin.pseudolabels.depth_sources import SparseDepthConfig, densify_depth
-from nerfseg_plugin.pseudolabels.files import load_pseudo_label
-from nerfseg_plugin.pseudolabels.geometry import (
-    PinholeView,
-    SourceView,
-    VoteConfig,
-    backproject,
-    pixel_centres,
-    project,
-    vote_view,
-)
 from nerfseg_plugin.pseudolabels.superpixels import RegionConfig, region_vote
+from nerfseg_plugin.pseudolabels.vote import SourceView, VoteConfig, vote_view
 
 IGNORE = 255
 
@@ -184,8 +178,8 @@ def _true_depth(scene: Path):
 
 
 def test_vote_with_true_depth_reproduces_the_hidden_labels(depth_scene: Path) -> None:
-    from nerfseg_plugin.data.scene_validation import read_label_map
-    from nerfseg_plugin.pseudolabels.geometry import views_from_cameras
+    from nerfseg_plugin.core.geometry import views_from_cameras
+    from nerfseg_plugin.core.scene_io import read_label_map
 
     outputs, depth = _true_depth(depth_scene)
     semantics = outputs.metadata["semantics"]
@@ -213,7 +207,7 @@ def test_vote_with_true_depth_reproduces_the_hidden_labels(depth_scene: Path) ->
 
 
 def test_densified_sparse_depth_is_close_to_the_true_depth(depth_scene: Path) -> None:
-    from nerfseg_plugin.pseudolabels.geometry import views_from_cameras
+    from nerfseg_plugin.core.geometry import views_from_cameras
 
     outputs, depth = _true_depth(depth_scene)
     views = views_from_cameras(outputs.cameras)
@@ -248,10 +242,10 @@ class FakeRayModel(torch.nn.Module):
 
 
 def test_pipeline_with_depth_rendered_by_a_model(depth_scene: Path, tmp_path: Path, monkeypatch) -> None:
+    from nerfseg_plugin.core.geometry import views_from_cameras
     from nerfseg_plugin.pseudolabels import pipeline
     from nerfseg_plugin.pseudolabels.depth_sources import ModelDepth
     from nerfseg_plugin.pseudolabels.evaluation import score_pseudo_labels
-    from nerfseg_plugin.pseudolabels.geometry import views_from_cameras
 
     scene = _copy_scene(depth_scene, tmp_path)
     outputs, depth = _true_depth(scene)
@@ -321,21 +315,25 @@ def test_vote_and_superpixel_sets_are_cached_and_invalidated(depth_scene: Path, 
     assert find_valid_cache(scene, "vote") == directory
 
 
-def test_datamanager_generates_the_set_on_the_fly_when_asked(depth_scene: Path, tmp_path: Path) -> None:
+def test_pipeline_step_generates_the_set_before_the_datamanager_reads_it(depth_scene: Path, tmp_path: Path) -> None:
     from nerfseg_plugin.data.datamanager import RssegFullImageDatamanagerConfig, pseudo_label_folder
     from nerfseg_plugin.data.dataparser import RssegDataParserConfig
+    from nerfseg_plugin.pseudolabels.pipeline import prepare_pseudo_labels
 
     scene = _copy_scene(depth_scene, tmp_path)
     config = RssegFullImageDatamanagerConfig(dataparser=RssegDataParserConfig(data=scene))
-    assert pseudo_label_folder(config) is None  # auto, nothing cached
+    assert prepare_pseudo_labels(config) is None and pseudo_label_folder(config) is None  # auto, nothing cached
     config.generate_pseudo_labels = "vote"
-    directory = pseudo_label_folder(config)
+    with pytest.raises(ValueError, match="no valid 'vote' pseudo-labels"):
+        pseudo_label_folder(config)  # the datamanager itself never generates
+    directory = prepare_pseudo_labels(config)
     assert directory == scene / "pseudo_labels" / "vote" and find_valid_cache(scene, "vote") == directory
+    assert pseudo_label_folder(config) == directory
     config.generate_pseudo_labels = None
     assert pseudo_label_folder(config) == directory  # auto now finds the generated set
     config.pseudo_labels = "off"
     config.generate_pseudo_labels = "vote"
-    assert pseudo_label_folder(config) is None  # off wins
+    assert prepare_pseudo_labels(config) is None and pseudo_label_folder(config) is None  # off wins
 
 
 def test_generation_never_reads_the_evaluation_labels(depth_scene: Path, tmp_path: Path) -> None:
@@ -435,3 +433,66 @@ def test_real_sam2_model_runs_the_pipeline_end_to_end(tmp_path: Path) -> None:
         assert labels.shape == (64, 64)
         assert (labels != IGNORE).any(), f"nothing propagated to {stem}"
     assert cache_dir(scene, "sam2") == directory and find_valid_cache(scene, "sam2") == directory
+
+
+def test_model_record_hashes_the_checkpoint_or_refuses(tmp_path: Path) -> None:
+    """The manifest of a model-depth set must hold the checkpoint's hash (a retrained model invalidates the cache);
+    a config whose checkpoint cannot be found is an error, never a manifest without the hash."""
+    import yaml
+    from nerfstudio.engine.trainer import TrainerConfig
+
+    from nerfseg_plugin.core.errors import SceneFormatError
+    from nerfseg_plugin.data.pseudo_label_cache import file_sha256
+    from nerfseg_plugin.pseudolabels.pipeline import _model_record
+
+    config = TrainerConfig(method_name="m", output_dir=tmp_path, experiment_name="e", timestamp="t")
+    config_path = tmp_path / "config.yml"
+    config_path.write_text(yaml.dump(config))
+    with pytest.raises(SceneFormatError, match="checkpoint"):
+        _model_record(config_path)  # no checkpoint yet
+    checkpoints = config.get_checkpoint_dir()
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "step-000000001.ckpt").write_bytes(b"old")
+    (checkpoints / "step-000000002.ckpt").write_bytes(b"new")
+    record = _model_record(config_path)
+    assert record == {
+        "config_sha256": file_sha256(config_path),
+        "checkpoint_sha256": file_sha256(checkpoints / "step-000000002.ckpt"),
+    }
+    config_path.write_text("just: a mapping\n")  # loads, but is no nerfstudio config
+    with pytest.raises(SceneFormatError, match="config"):
+        _model_record(config_path)
+
+
+def test_sam2_runs_on_the_callers_device_even_when_cuda_is_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SAM2 follows the pipeline's device (pseudo-labels: --device or the depth model's; viewer: the pipeline's)
+    instead of always taking CUDA when the machine has it."""
+    import sam2.build_sam
+    import sam2.sam2_image_predictor
+
+    from nerfseg_plugin.data.corrections import RegionConfig
+    from nerfseg_plugin.interactive.regions import load_prompter
+    from nerfseg_plugin.pseudolabels import sam2_backend
+
+    moved: list[torch.device] = []
+
+    class FakeSam2(torch.nn.Module):
+        image_size = 256
+
+        def load_state_dict(self, state, strict=True):
+            return [], []
+
+        def to(self, device):
+            moved.append(torch.device(device))
+            return self
+
+    monkeypatch.setattr(sam2.build_sam, "build_sam2_video_predictor", lambda *args, **kwargs: FakeSam2())
+    monkeypatch.setattr(sam2.sam2_image_predictor, "SAM2ImagePredictor", lambda model: SimpleNamespace())
+    monkeypatch.setattr(sam2_backend, "load_state_dict", lambda checkpoint: {})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    sam2_backend.build_sam2_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", Path("x.pt"), device="cpu")
+    config = RegionConfig(sam2_checkpoint=Path("x.pt"), sam2_config="sam2.1_hiera_t")
+    assert load_prompter(config, torch.device("cpu")) is not None
+    assert moved == [torch.device("cpu")] * 2
+    sam2_backend.build_sam2_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", Path("x.pt"))
+    assert moved[-1] == torch.device("cuda")  # no device given: CUDA when present, as before

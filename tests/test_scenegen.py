@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from nerfseg_plugin.core.label_space import LabelSpace
 from nerfseg_plugin.scenegen.cli import main as cli_main
 from nerfseg_plugin.scenegen.generator import SceneGenConfig, generate_scene, labeled_indices
 from nerfseg_plugin.scenegen.materials import SCENE_LABEL_SPACE
-from nerfseg_plugin.semantics.label_space import LabelSpace
 
 STYLES = ("downtown", "suburb", "riverside", "industrial")
 
@@ -300,7 +300,8 @@ def _overlap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
 
 
 def test_grid_flight_is_serpentine_nadir_with_the_requested_overlap():
-    from nerfseg_plugin.scenegen.cameras import GridPlan, Intrinsics, flight_path
+    from nerfseg_plugin.core.geometry import Intrinsics
+    from nerfseg_plugin.scenegen.cameras import GridPlan, flight_path
 
     intrinsics = Intrinsics.from_fov(64, 48, 60.0)  # wide images: more lines than views per line
     plan = GridPlan.for_town(24, 120.0, intrinsics, overlap=0.65)
@@ -331,7 +332,8 @@ def test_grid_flight_is_serpentine_nadir_with_the_requested_overlap():
 
 @pytest.mark.parametrize("num_views", [1, 2, 7, 13, 64])
 def test_grid_flight_has_exactly_num_views_with_small_attitude_noise(num_views):
-    from nerfseg_plugin.scenegen.cameras import Intrinsics, flight_path
+    from nerfseg_plugin.core.geometry import Intrinsics
+    from nerfseg_plugin.scenegen.cameras import flight_path
 
     intrinsics = Intrinsics.from_fov(64, 64, 60.0)
     poses = flight_path("grid", num_views, 120.0, 0.0, 0.0, 1.0, np.random.default_rng(1), intrinsics)
@@ -345,7 +347,8 @@ def test_grid_flight_has_exactly_num_views_with_small_attitude_noise(num_views):
 
 
 def test_grid_flight_rises_above_tall_buildings():
-    from nerfseg_plugin.scenegen.cameras import GRID_MIN_ALTITUDE_OVER_TALLEST, GridPlan, Intrinsics
+    from nerfseg_plugin.core.geometry import Intrinsics
+    from nerfseg_plugin.scenegen.cameras import GRID_MIN_ALTITUDE_OVER_TALLEST, GridPlan
 
     intrinsics = Intrinsics.from_fov(64, 64, 60.0)
     low = GridPlan.for_town(64, 120.0, intrinsics, overlap=0.7)

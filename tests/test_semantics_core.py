@@ -308,10 +308,10 @@ def test_pca_projection_is_fixed_and_survives_state_dict() -> None:
 
 def test_semantic_decoder_and_colour_radiance_head_shapes() -> None:
     transfer = SemanticDecoder(16, 7)
-    assert [type(m) for m in transfer.mlp] == [torch.nn.Linear]
+    assert [type(m) for m in transfer.mlp.layers] == [torch.nn.Linear]
     assert transfer(torch.randn(4, 5, 16)).shape == (4, 5, 7)
     mlp = SemanticDecoder(16, 7, hidden_dim=32, num_layers=3)
-    assert sum(isinstance(m, torch.nn.Linear) for m in mlp.mlp) == 3
+    assert sum(isinstance(m, torch.nn.Linear) for m in mlp.mlp.layers) == 3
     assert mlp(torch.randn(9, 16)).shape == (9, 7)
     with pytest.raises(ValueError):
         SemanticDecoder(16, 7, hidden_dim=32, num_layers=1)
@@ -320,6 +320,42 @@ def test_semantic_decoder_and_colour_radiance_head_shapes() -> None:
     head = ColourRadianceHead(hidden_dim=128, num_layers=2)
     features = head(torch.rand(10, 3))
     assert features.shape == (10, 128) and head.out_dim == 128 and features.min() >= 0
+
+
+def test_heads_are_nerfstudio_mlps_and_load_the_old_sequential_checkpoints() -> None:
+    """Same layers and initial weights as the former nn.Sequential heads, and their checkpoints still load."""
+    from nerfstudio.field_components.mlp import MLP
+
+    for make, old_layers in [
+        (lambda: SemanticDecoder(16, 7), lambda: [torch.nn.Linear(16, 7)]),
+        (
+            lambda: SemanticDecoder(16, 7, hidden_dim=32, num_layers=3),
+            lambda: [
+                torch.nn.Linear(16, 32),
+                torch.nn.ReLU(),
+                torch.nn.Linear(32, 32),
+                torch.nn.ReLU(),
+                torch.nn.Linear(32, 7),
+            ],
+        ),
+        (
+            lambda: ColourRadianceHead(hidden_dim=8, num_layers=2),
+            lambda: [torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.ReLU()],
+        ),
+    ]:
+        torch.manual_seed(0)
+        head = make()
+        torch.manual_seed(0)
+        old = torch.nn.Sequential(*old_layers())
+        assert isinstance(head.mlp, MLP)
+        x = torch.randn(5, old_layers()[0].in_features)
+        torch.testing.assert_close(head(x), old(x))  # same initialisation order, same function
+        fresh = make()
+        fresh.load_state_dict({f"mlp.{k}": v for k, v in old.state_dict().items()})  # a pre-MLP checkpoint
+        torch.testing.assert_close(fresh(x), old(x))
+        again = make()
+        again.load_state_dict(head.state_dict())  # and the new layout round-trips
+        torch.testing.assert_close(again(x), head(x))
 
 
 def test_semantic_render_outputs_are_float_images() -> None:

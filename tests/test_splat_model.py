@@ -8,7 +8,7 @@ import pytest
 import torch
 from training_utils import setup_pipeline, train
 
-from nerfseg_plugin.data.dataset import SEMANTIC_LABELS
+from nerfseg_plugin.core.keys import SEMANTIC_LABELS
 from nerfseg_plugin.method_configs.splat_methods import rsseg_splat_lite
 from nerfseg_plugin.semantics.model_mixin import SEMANTIC_LOSS
 from nerfseg_plugin.splat.model import SEMANTIC_FEATURES
@@ -46,17 +46,53 @@ def test_densification_carries_semantic_features(minimal_scene: Path) -> None:
 
 
 def test_growth_stops_at_max_gaussians(minimal_scene: Path) -> None:
+    """From below the cap, refinements that would nearly double the cloud end exactly at the cap, never above."""
     pipeline, optimizers, callbacks = setup_pipeline(
         rsseg_splat_lite.config,
         minimal_scene,
         **SMALL,
-        densify_grad_thresh=1e-9,
-        cull_alpha_thresh=0.0,
-        max_gaussians=10,
+        densify_grad_thresh=1e-9,  # every Gaussian seen is a candidate
+        cull_alpha_thresh=0.0,  # no pruning either
+        max_gaussians=450,
     )
-    before = pipeline.model.num_points
-    train(pipeline, optimizers, callbacks, steps=13)
-    assert pipeline.model.num_points <= before
+    model = pipeline.model
+    before = model.num_points
+    assert before < model.config.max_gaussians < 2 * before
+    counts = []
+    for start, steps in ((0, 13), (13, 3), (16, 3)):  # refinements at steps 12, 15 and 18
+        train(pipeline, optimizers, callbacks, steps=steps, start=start)
+        counts.append(model.num_points)
+    assert max(counts) <= model.config.max_gaussians and counts[-1] == model.config.max_gaussians, counts
+
+
+def test_capped_strategy_grows_the_highest_gradients_up_to_the_cap() -> None:
+    from gsplat.strategy import DefaultStrategy
+
+    from nerfseg_plugin.splat.strategy import CappedStrategy
+
+    n = 20
+    params = torch.nn.ParameterDict(
+        {
+            "means": torch.nn.Parameter(torch.randn(n, 3)),
+            "scales": torch.nn.Parameter(torch.full((n, 3), -5.0)),  # small: candidates are cloned
+            "quats": torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(n, 4), dim=-1)),
+            "opacities": torch.nn.Parameter(torch.zeros(n)),
+            "marker": torch.nn.Parameter(torch.arange(n, dtype=torch.float32)[:, None]),
+        }
+    )
+    optimizers = {k: torch.optim.Adam([p], lr=1e-3) for k, p in params.items()}
+    strategy = CappedStrategy.like(DefaultStrategy(grow_grad2d=0.1, refine_scale2d_stop_iter=0), max_gaussians=25)
+    state = strategy.initialize_state()
+    state["grad2d"] = torch.linspace(1.0, 2.0, n)  # all high; the last ones highest
+    state["count"] = torch.ones(n)
+    n_dupli, n_split = strategy._grow_gs(params, optimizers, state, step=100)
+    assert (n_dupli, n_split) == (5, 0) and len(params["means"]) == 25
+    assert sorted(params["marker"][n:, 0].tolist()) == [15.0, 16.0, 17.0, 18.0, 19.0]  # the top-5 gradients
+    state["grad2d"], state["count"] = torch.full((25,), 5.0), torch.ones(25)
+    assert strategy._grow_gs(params, optimizers, state, step=200) == (0, 0) and len(params["means"]) == 25
+    state["grad2d"], state["count"] = torch.full((25,), 5.0), torch.ones(25)
+    free = CappedStrategy.like(DefaultStrategy(grow_grad2d=0.1, refine_scale2d_stop_iter=0), max_gaussians=None)
+    assert free._grow_gs(params, optimizers, state, step=300) == (25, 0)  # no cap: gsplat's growth
 
 
 def test_eval_outputs_follow_the_contract(splat) -> None:
@@ -148,3 +184,22 @@ def test_training_fits_the_labeled_views(tiny_scene: Path) -> None:
     before = accuracy()
     train(pipeline, optimizers, callbacks, steps=60)
     assert accuracy() > max(before + 0.2, 0.6)
+
+
+def test_training_renders_depth_only_when_asked(splat) -> None:
+    """splatfacto's output_depth_during_training: training renders skip the depth channel unless it is set."""
+    pipeline, optimizers, callbacks = splat
+    train(pipeline, optimizers, callbacks, steps=1)  # hands the strategy its optimizers
+    model = pipeline.model
+    model.train()
+    camera = pipeline.datamanager.train_dataset.cameras[0:1].to(model.device)
+    plain = model.get_outputs(camera)
+    assert plain["depth"] is None and plain[SEMANTIC_FEATURES].shape[-1] == model.config.semantic_feature_dim
+    model.config.output_depth_during_training = True
+    try:
+        with_depth = model.get_outputs(camera)
+    finally:
+        model.config.output_depth_during_training = False
+    assert with_depth["depth"].shape == (*with_depth["rgb"].shape[:2], 1)
+    torch.testing.assert_close(with_depth[SEMANTIC_FEATURES], plain[SEMANTIC_FEATURES])
+    torch.testing.assert_close(with_depth["accumulation"], plain["accumulation"])  # rgb: random background

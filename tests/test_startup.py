@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nerfseg_plugin.data.dataset import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_LABELS
-from nerfseg_plugin.pseudolabels import cache
-from nerfseg_plugin.pseudolabels.cache import (
+from nerfseg_plugin.core.keys import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_LABELS
+from nerfseg_plugin.data import pseudo_label_cache as cache
+from nerfseg_plugin.data.pseudo_label_cache import (
     cache_dir,
     read_manifest,
     resolve_pseudo_label_dir,

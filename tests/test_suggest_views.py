@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import tyro
 
+from nerfseg_plugin.core.scene_io import write_points
 from nerfseg_plugin.planning.cli import SuggestViews, run
 from nerfseg_plugin.planning.scene import load_planning_scene
 from nerfseg_plugin.planning.selection import greedy_coverage, view_colour_histograms
 from nerfseg_plugin.planning.visibility import VisibilityConfig, compute_visibility, visible_points
 from nerfseg_plugin.scenegen.generator import SceneGenConfig, generate_scene, labeled_indices
-from nerfseg_plugin.scenegen.writer import write_point_cloud
 
 
 @pytest.fixture(scope="module")
@@ -182,12 +182,12 @@ def test_bad_input_exits_with_status_2_naming_file_and_problem(scene, tmp_path, 
     elif damage == "no-ply-file":
         (folder / "sparse_pc.ply").unlink()
     elif damage == "empty-ply":
-        write_point_cloud(folder / "sparse_pc.ply", np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8))
+        write_points(folder / "sparse_pc.ply", np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8))
     elif damage == "no-intrinsics":
         _edit_transforms(folder, lambda meta: meta.pop("fl_x"))
     elif damage == "points-unseen":  # all points above the cameras
         xyz = np.random.default_rng(0).uniform(-10, 10, (50, 3)).astype(np.float32) + np.float32([0, 0, 1000])
-        write_point_cloud(folder / "sparse_pc.ply", xyz, np.zeros((50, 3), np.uint8))
+        write_points(folder / "sparse_pc.ply", xyz, np.zeros((50, 3), np.uint8))
     status, out, err = suggest(folder, capsys, *args)
     assert status == 2 and out == ""
     assert err.startswith("rsseg-suggest-views: ") and message in err

@@ -12,7 +12,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfseg_plugin.appearance.config import AppearanceConfig
 from nerfseg_plugin.appearance.rounds import AppearanceRounds, RoundView, round_steps
-from nerfseg_plugin.data.dataset import SEMANTIC_GT, SEMANTIC_LABELS
+from nerfseg_plugin.core.keys import SEMANTIC_GT, SEMANTIC_LABELS
 from nerfseg_plugin.semantics.metrics import ConfusionMatrix, SegmentationMetrics
 from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS
 

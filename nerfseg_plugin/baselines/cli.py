@@ -27,7 +27,7 @@ from nerfseg_plugin.baselines.colour_lookup import ColourLookupClassifier, Colou
 from nerfseg_plugin.baselines.data import BaselineScene, load_scene, training_views
 from nerfseg_plugin.baselines.data import evaluation_views as load_evaluation_views
 from nerfseg_plugin.baselines.unet import UNetConfig, UNetSegmenter
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.evaluation.consistency import ConsistencyResult, point_zbuffer_depth, view_consistency
 from nerfseg_plugin.evaluation.report import METRICS_FILE, summary_line, write_report
 from nerfseg_plugin.export.label_maps import COLOUR_FOLDER, LABELS_FOLDER, colourise

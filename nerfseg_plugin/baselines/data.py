@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nerfseg_plugin.data.scene_validation import FrameLabels, load_transforms, read_label_map, validate_scene
-from nerfseg_plugin.errors import SceneFormatError
-from nerfseg_plugin.evaluation.consistency import PinholeView
-from nerfseg_plugin.semantics.label_space import LabelSpace
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.geometry import PinholeView
+from nerfseg_plugin.core.label_space import LabelSpace
+from nerfseg_plugin.core.scene_io import load_transforms, read_label_map, read_points
+from nerfseg_plugin.data.scene_validation import FrameLabels, validate_scene
 
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 
@@ -73,16 +74,6 @@ def _view(meta: dict, frame: dict, transforms_path: Path, index: int) -> Pinhole
     )
 
 
-def _read_points(path: Path) -> np.ndarray:
-    from plyfile import PlyData
-
-    try:
-        vertex = PlyData.read(str(path))["vertex"]
-        return np.stack([vertex[axis] for axis in ("x", "y", "z")], axis=-1).astype(np.float64)
-    except (OSError, KeyError, ValueError) as err:
-        raise SceneFormatError(path, f"unreadable point cloud (need a PLY with x y z): {err}") from None
-
-
 def load_scene(data: Path) -> BaselineScene:
     """Read and validate transforms.json, classes.json, the label maps and the optional point cloud."""
     meta, scene_dir = load_transforms(data)
@@ -91,7 +82,7 @@ def load_scene(data: Path) -> BaselineScene:
     frames = validate_scene(meta, scene_dir, transforms_path, label_space)
     views = [_view(meta, frame, transforms_path, i) for i, frame in enumerate(meta["frames"])]
     ply = meta.get("ply_file_path")
-    points = _read_points(scene_dir / ply) if ply else None
+    points = read_points(scene_dir / ply)[0] if ply else None
     return BaselineScene(scene_dir, label_space, frames, views, points)
 
 

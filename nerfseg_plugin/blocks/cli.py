@@ -14,7 +14,7 @@ import tyro
 
 from nerfseg_plugin.blocks.partition import partition_scene
 from nerfseg_plugin.blocks.training import BlockJob, attempts_of, finished_result, latest_step, train_block
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 
 
 @dataclass

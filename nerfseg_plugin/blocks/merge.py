@@ -15,11 +15,13 @@ import numpy as np
 import torch
 import yaml
 
-from nerfseg_plugin.blocks.atomic import write_atomic, write_json_atomic
 from nerfseg_plugin.blocks.partition import Grid
+from nerfseg_plugin.core.atomic import write_atomic, write_json_atomic
+from nerfseg_plugin.semantics.heads import upgrade_head_keys
 
 GAUSS_KEY = "gauss_params."
-DECODER_KEY = "semantic_decoder.mlp."
+DECODER = "semantic_decoder."
+DECODER_KEY = DECODER + "mlp.layers."
 PCA_KEY = "feature_pca."
 MERGED_EXPERIMENT = "merged"
 MERGED_TIMESTAMP = "merged"
@@ -41,6 +43,7 @@ def block_gaussians(checkpoint: Path) -> tuple[dict[str, torch.Tensor], torch.Te
     loaded = torch.load(checkpoint, map_location="cpu", weights_only=False)
     state = loaded["pipeline"]
     prefix = _prefix(state, checkpoint)
+    upgrade_head_keys(state, prefix + DECODER)  # blocks trained before the decoder was a nerfstudio MLP
     params = {k[len(prefix + GAUSS_KEY) :]: v for k, v in state.items() if k.startswith(prefix + GAUSS_KEY)}
     layers = sorted({k.split(".")[-2] for k in state if k.startswith(prefix + DECODER_KEY)})
     if layers != ["0"]:

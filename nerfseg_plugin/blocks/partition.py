@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from nerfseg_plugin.blocks.atomic import write_json_atomic, write_ply_atomic
-from nerfseg_plugin.data.scene_validation import collect_frame_labels, load_transforms
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.atomic import write_json_atomic
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.scene_io import load_transforms, write_points
+from nerfseg_plugin.data.scene_validation import collect_frame_labels
 
 PLAN_FILE = "partition.json"
 BLOCK_SCENE_DIR = "scene"
@@ -217,7 +218,7 @@ def write_block_scene(
         if frames.evaluation_paths[i] is not None:
             entry["semantic_eval_path"] = _relative(frames.evaluation_paths[i], folder)
         entries.append(entry)
-    write_ply_atomic(folder / "sparse_pc.ply", frames.points[point_mask], frames.colors[point_mask])
+    write_points(folder / "sparse_pc.ply", frames.points[point_mask], frames.colors[point_mask])
     (folder / "classes.json").write_bytes(classes_file.read_bytes())
     transforms = {"camera_model": frames.camera_model, "ply_file_path": "sparse_pc.ply", "frames": entries}
     write_json_atomic(folder / "transforms.json", transforms)

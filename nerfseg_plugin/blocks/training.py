@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nerfseg_plugin.blocks.atomic import write_json_atomic
 from nerfseg_plugin.blocks.partition import BLOCK_DATAPARSER_ARGS, BLOCK_SCENE_DIR
+from nerfseg_plugin.core.atomic import write_json_atomic
 
 EXPERIMENT_NAME = "train"
 TIMESTAMP = "block"

@@ -12,34 +12,22 @@ from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, Va
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.keys import SEMANTIC_BATCH_KEYS
+from nerfseg_plugin.data.corrections import CorrectionStore, RegionConfig
 from nerfseg_plugin.data.dataparser import RssegDataParserConfig
-from nerfseg_plugin.data.dataset import (
-    PSEUDO_LABELS,
-    PSEUDO_WEIGHTS,
-    SEMANTIC_GT,
-    SEMANTIC_LABELS,
-    RssegDataset,
-    to_device,
-)
-from nerfseg_plugin.errors import SceneFormatError
-from nerfseg_plugin.interactive.corrections import CorrectionStore
-from nerfseg_plugin.interactive.regions import RegionConfig
-from nerfseg_plugin.pseudolabels.cache import resolve_pseudo_label_dir
-
-SEMANTIC_BATCH_KEYS = (SEMANTIC_LABELS, SEMANTIC_GT, PSEUDO_LABELS, PSEUDO_WEIGHTS)
+from nerfseg_plugin.data.dataset import RssegDataset, to_device
+from nerfseg_plugin.data.pseudo_label_cache import resolve_pseudo_label_dir
 
 
-def pseudo_label_folder(config: RssegFullImageDatamanagerConfig | RssegRayDatamanagerConfig) -> Path | None:
-    """The explicit folder if given, else the set ``generate_pseudo_labels`` makes (or finds valid in the cache),
-    else the cached set that ``config.pseudo_labels`` selects (validated)."""
+def pseudo_label_folder(config: SemanticSupervisionConfig) -> Path | None:
+    """The explicit folder if given, else the valid cached set that ``config.pseudo_labels`` selects; with
+    ``generate_pseudo_labels``, that method's set, which the pipeline's setup step (``prepare_pseudo_labels``)
+    generated before the datamanager was built."""
     if config.pseudo_label_dir is not None:
         return config.pseudo_label_dir
     if config.generate_pseudo_labels is not None and config.pseudo_labels != "off":
-        from nerfseg_plugin.pseudolabels.cli import PseudoLabelConfig
-        from nerfseg_plugin.pseudolabels.pipeline import generate_pseudo_labels
-
-        method = config.generate_pseudo_labels
-        return generate_pseudo_labels(PseudoLabelConfig(data=config.dataparser.data, method=method, score=False))
+        return resolve_pseudo_label_dir(config.dataparser.data, config.generate_pseudo_labels)
     return resolve_pseudo_label_dir(config.dataparser.data, config.pseudo_labels)
 
 
@@ -79,15 +67,11 @@ def ratio_epoch(labeled: list[int], others: list[int], ratio: tuple[int, int], r
 
 
 @dataclass
-class RssegFullImageDatamanagerConfig(FullImageDatamanagerConfig):
-    """Full-image datamanager for semantic splatting."""
+class SemanticSupervisionConfig:
+    """What both datamanagers supervise the semantic field with (listed first in their bases, so these fields win)."""
 
-    _target: type = field(default_factory=lambda: RssegFullImageDatamanager)
-    """target class to instantiate"""
     dataparser: RssegDataParserConfig = field(default_factory=RssegDataParserConfig)
     """the scene parser"""
-    labeled_view_ratio: tuple[int, int] = (1, 8)
-    """Training views drawn as labeled : other (pseudo-labeled or RGB-only) views, paper 002's 1:8."""
     pseudo_labels: str = "auto"
     """Pseudo-labels to train with: "auto" (a valid cached set under SCENE/pseudo_labels/, preferring sam2+vote,
     then sam2, then vote; none if there is none), "off", or a method name (sam2 | vote | sam2+vote), whose set must
@@ -101,26 +85,43 @@ class RssegFullImageDatamanagerConfig(FullImageDatamanagerConfig):
     """Train with the click corrections stored in SCENE/corrections/ (made in the viewer; see the README)."""
     correction_region: RegionConfig = field(default_factory=RegionConfig)
     """How a viewer click becomes a labeled region (flood fill, or SAM2 with a local checkpoint)."""
+
+
+class SemanticSupervisionMixin:
+    """The datasets of both datamanagers: training views with labels, pseudo-labels and corrections, evaluation
+    views with their ground truth. Listed before the nerfstudio parent in the bases."""
+
+    config: SemanticSupervisionConfig
+
+    def semantic_train_dataset(self, outputs) -> RssegDataset:
+        dataset = RssegDataset(outputs, self.config.camera_res_scale_factor, pseudo_label_folder(self.config))
+        return with_corrections(dataset, self.config.corrections)
+
+    def create_eval_dataset(self) -> RssegDataset:
+        outputs = self.dataparser.get_dataparser_outputs(split=self.test_split)
+        return RssegDataset(outputs, self.config.camera_res_scale_factor)
+
+
+@dataclass
+class RssegFullImageDatamanagerConfig(SemanticSupervisionConfig, FullImageDatamanagerConfig):
+    """Full-image datamanager for semantic splatting."""
+
+    _target: type = field(default_factory=lambda: RssegFullImageDatamanager)
+    """target class to instantiate"""
+    labeled_view_ratio: tuple[int, int] = (1, 8)
+    """Training views drawn as labeled : other (pseudo-labeled or RGB-only) views, paper 002's 1:8."""
     cache_images: Literal["cpu", "gpu"] = "gpu"
     """Where cached images live. "gpu" means the model's device (the CPU on CPU-only machines); "cpu" pins host
     memory, which needs CUDA."""
 
 
-class RssegFullImageDatamanager(FullImageDatamanager[RssegDataset]):
+class RssegFullImageDatamanager(SemanticSupervisionMixin, FullImageDatamanager[RssegDataset]):
     """FullImageDatamanager whose view order follows the labeled-view ratio and whose images carry labels."""
 
     config: RssegFullImageDatamanagerConfig
 
     def create_train_dataset(self) -> RssegDataset:
-        dataset = RssegDataset(
-            self.train_dataparser_outputs, self.config.camera_res_scale_factor, pseudo_label_folder(self.config)
-        )
-        return with_corrections(dataset, self.config.corrections)
-
-    def create_eval_dataset(self) -> RssegDataset:
-        return RssegDataset(
-            self.dataparser.get_dataparser_outputs(split=self.test_split), self.config.camera_res_scale_factor
-        )
+        return self.semantic_train_dataset(self.train_dataparser_outputs)
 
     def sample_train_cameras(self) -> list[int]:
         dataset = self.train_dataset
@@ -168,38 +169,20 @@ class RssegFullImageDatamanager(FullImageDatamanager[RssegDataset]):
 
 
 @dataclass
-class RssegRayDatamanagerConfig(VanillaDataManagerConfig):
+class RssegRayDatamanagerConfig(SemanticSupervisionConfig, VanillaDataManagerConfig):
     """Ray-batch datamanager for NeRF: every ray carries its pixel's semantic keys."""
 
     _target: type = field(default_factory=lambda: RssegRayDatamanager)
     """target class to instantiate"""
-    dataparser: RssegDataParserConfig = field(default_factory=RssegDataParserConfig)
-    """the scene parser"""
-    pseudo_labels: str = "auto"
-    """Pseudo-labels to train with: "auto", "off", or a method name (see the full-image datamanager)."""
-    pseudo_label_dir: Path | None = None
-    """An explicit pseudo-label folder; overrides pseudo_labels."""
-    generate_pseudo_labels: Literal["vote", "sam2+vote"] | None = None
-    """Before training, generate this pseudo-label set (default settings; sam2+vote with superpixel regions) unless
-    a valid cache exists, and train with it. The SAM2 path needs a checkpoint: run rsseg-pseudo-labels for it."""
-    corrections: bool = True
-    """Train with the click corrections stored in SCENE/corrections/ (made in the viewer; see the README)."""
-    correction_region: RegionConfig = field(default_factory=RegionConfig)
-    """How a viewer click becomes a labeled region (flood fill, or SAM2 with a local checkpoint)."""
 
 
-class RssegRayDatamanager(VanillaDataManager[RssegDataset]):
+class RssegRayDatamanager(SemanticSupervisionMixin, VanillaDataManager[RssegDataset]):
     """VanillaDataManager over RssegDataset: nerfstudio's pixel sampler gathers the label keys per ray."""
 
     config: RssegRayDatamanagerConfig
 
     def create_train_dataset(self) -> RssegDataset:
-        dataset = RssegDataset(
-            self.dataparser.get_dataparser_outputs(split="train"),
-            self.config.camera_res_scale_factor,
-            pseudo_label_folder(self.config),
-        )
-        return with_corrections(dataset, self.config.corrections)
+        return self.semantic_train_dataset(self.dataparser.get_dataparser_outputs(split="train"))
 
     def refresh_semantic_supervision(self, indices: list[int]) -> None:
         """Re-read the semantic keys of the cached image batch after the corrections of ``indices`` changed."""
@@ -212,8 +195,3 @@ class RssegRayDatamanager(VanillaDataManager[RssegDataset]):
                 for key in SEMANTIC_BATCH_KEYS:
                     if key in fresh and key in batch:
                         batch[key][row] = fresh[key].to(batch[key].device)
-
-    def create_eval_dataset(self) -> RssegDataset:
-        return RssegDataset(
-            self.dataparser.get_dataparser_outputs(split=self.test_split), self.config.camera_res_scale_factor
-        )

@@ -7,6 +7,8 @@ frames give labels), and the frames without ``semantic_eval_path`` in the ``hold
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
@@ -18,13 +20,13 @@ from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.keys import SEMANTICS_METADATA_KEY
+from nerfseg_plugin.core.label_space import LabelSpace
+from nerfseg_plugin.core.scene_io import load_transforms, read_points
 from nerfseg_plugin.data.georeference import GeoDataparserOutputs, SceneGeoreference, nerfstudio_applied_transform
 from nerfseg_plugin.data.orientation import aerial_orient_and_center
-from nerfseg_plugin.data.scene_validation import FrameLabels, load_transforms, validate_scene
-from nerfseg_plugin.errors import SceneFormatError
-from nerfseg_plugin.semantics.label_space import LabelSpace
-
-SEMANTICS_METADATA_KEY = "semantics"
+from nerfseg_plugin.data.scene_validation import FrameLabels, validate_scene
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,8 @@ class RssegDataParser(Nerfstudio):
             )
         own_config, self.config = self.config, parent_config
         try:
-            outputs = super()._generate_dataparser_outputs("train")
+            with _without_split_lists():
+                outputs = super()._generate_dataparser_outputs("train")
         finally:
             self.config = own_config
 
@@ -112,7 +115,8 @@ class RssegDataParser(Nerfstudio):
         if any(frame is None for frame in parsed):  # downscaled copies (images_2/…): match by file name instead
             by_name = {frame.image_path.name: frame for frame in frames}
             parsed = [by_name[Path(name).name] for name in outputs.image_filenames]
-        keep = self._split_indices(split, parsed)
+        trained = _listed_frames(meta, scene_dir, parsed)
+        keep = self._split_indices(split, parsed, trained)
         transforms_path = self.config.data if self.config.data.suffix == ".json" else scene_dir / "transforms.json"
         georeference = SceneGeoreference.from_meta(meta, transforms_path)
         if aerial:
@@ -140,33 +144,23 @@ class RssegDataParser(Nerfstudio):
     def _load_3D_points(self, ply_file_path: Path, transform_matrix: torch.Tensor, scale_factor: float):
         """Read x y z red green blue with plyfile. nerfstudio uses open3d here, which needs system libraries
         (libusb) that headless machines often lack, and reports nothing useful on a malformed file."""
-        from plyfile import PlyData
-
-        try:
-            vertex = PlyData.read(str(ply_file_path))["vertex"]
-            xyz = np.stack([vertex[axis] for axis in ("x", "y", "z")], axis=-1).astype(np.float32)
-            names = vertex.data.dtype.names
-            rgb = (
-                np.stack([vertex[c] for c in ("red", "green", "blue")], axis=-1).astype(np.uint8)
-                if all(c in names for c in ("red", "green", "blue"))
-                else np.full((len(xyz), 3), 128, np.uint8)
-            )
-        except (OSError, KeyError, ValueError) as err:
-            raise SceneFormatError(
-                ply_file_path, f"unreadable point cloud (need a PLY with x y z [red green blue]): {err}"
-            ) from None
+        xyz, colours = read_points(ply_file_path)
+        xyz = xyz.astype(np.float32)
+        rgb = np.full((len(xyz), 3), 128, np.uint8) if colours is None else colours
         if len(xyz) == 0:
             return None
         points = torch.from_numpy(xyz)
         points = torch.cat([points, torch.ones_like(points[:, :1])], -1) @ transform_matrix.T * scale_factor
         return {"points3D_xyz": points, "points3D_rgb": torch.from_numpy(rgb)}
 
-    def _split_indices(self, split: str, parsed: list[FrameLabels]) -> list[int]:
+    def _split_indices(self, split: str, parsed: list[FrameLabels], trained: set[int] | None = None) -> list[int]:
+        """``trained``: the frames train_filenames lists (None: no list, every frame may train)."""
         evaluation = [i for i, f in enumerate(parsed) if f.evaluation_path is not None]
         if split == "train":
+            candidates = [i for i in range(len(parsed)) if trained is None or i in trained]
             if self.config.evaluation_setting == "holdout":
-                return [i for i, f in enumerate(parsed) if f.evaluation_path is None]
-            return list(range(len(parsed)))
+                return [i for i in candidates if parsed[i].evaluation_path is None]
+            return candidates
         if split not in ("val", "test"):
             raise ValueError(f"unknown split {split!r}")
         if evaluation:
@@ -205,6 +199,39 @@ class RssegDataParser(Nerfstudio):
         outputs.dataparser_transform = transform_4x4[:3] @ torch.cat([outputs.dataparser_transform, homogeneous], 0)
         outputs.dataparser_scale = outputs.dataparser_scale * scale
         return outputs
+
+
+SPLIT_LISTS = ("train_filenames", "val_filenames", "test_filenames")
+
+
+@contextlib.contextmanager
+def _without_split_lists() -> Iterator[None]:
+    """Hide transforms.json's split lists from nerfstudio's parser while it runs: with train_filenames it returns
+    only those frames for every split, which silently dropped the evaluation frames outside the list."""
+    import nerfstudio.data.dataparsers.nerfstudio_dataparser as parent_module
+
+    load = parent_module.load_from_json
+    parent_module.load_from_json = lambda path: {k: v for k, v in load(path).items() if k not in SPLIT_LISTS}
+    try:
+        yield
+    finally:
+        parent_module.load_from_json = load
+
+
+def _listed_frames(meta: dict, scene_dir: Path, parsed: list[FrameLabels]) -> set[int] | None:
+    """Indices into ``parsed`` of the frames train_filenames names, or None without a list. Entries match by path,
+    else by file name (downscaled copies); one that matches no frame is an error, as in nerfstudio's parser."""
+    if "train_filenames" not in meta:
+        return None
+    by_path = {f.image_path: i for i, f in enumerate(parsed)}
+    by_name = {f.image_path.name: i for i, f in enumerate(parsed)}
+    listed: set[int] = set()
+    for name in meta["train_filenames"]:
+        index = by_path.get((scene_dir / name).resolve(), by_name.get(Path(name).name))
+        if index is None:
+            raise SceneFormatError(scene_dir / "transforms.json", f"train_filenames names {name}, which is no frame")
+        listed.add(index)
+    return listed
 
 
 def _select_frames(outputs: DataparserOutputs, indices: list[int]) -> DataparserOutputs:

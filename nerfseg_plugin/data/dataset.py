@@ -10,20 +10,18 @@ from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from PIL import Image
 
-from nerfseg_plugin.data.dataparser import SEMANTICS_METADATA_KEY, SemanticFrames
-from nerfseg_plugin.data.scene_validation import read_label_map
-from nerfseg_plugin.pseudolabels.files import load_pseudo_label
+from nerfseg_plugin.core.keys import (
+    NO_CORRECTION,
+    PSEUDO_LABELS,
+    PSEUDO_WEIGHTS,
+    SEMANTIC_GT,
+    SEMANTIC_LABELS,
+    SEMANTICS_METADATA_KEY,
+)
+from nerfseg_plugin.core.pseudo_label_files import load_pseudo_label
+from nerfseg_plugin.core.scene_io import read_label_map
+from nerfseg_plugin.data.dataparser import SemanticFrames
 
-NO_CORRECTION = 255
-"""Value of a correction label map outside its corrected region (``nerfseg_plugin.interactive.corrections``)."""
-SEMANTIC_LABELS = "semantic_labels"
-"""Supervision labels ``[H, W]`` uint8 on train frames (ignore index where unlabeled; losses call ``.long()``)."""
-SEMANTIC_GT = "semantic_gt"
-"""Evaluation ground truth ``[H, W]`` uint8, only on val/test frames."""
-PSEUDO_LABELS = "pseudo_labels"
-"""Pseudo-labels ``[H, W]`` uint8 (ignore index where none), train frames without real labels only."""
-PSEUDO_WEIGHTS = "pseudo_weights"
-"""``[H, W]`` float32 per-pixel pseudo-label weight (confidence inside the boundary mask B, else 0)."""
 LABEL_DTYPE = torch.uint8
 """Label maps are cached as 8-bit class indices (1 byte per pixel; ignore = 255)."""
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 
 GEOREFERENCE_KEY = "georeference"
 DATAPARSER_TRANSFORMS_FILE = "dataparser_transforms.json"

@@ -6,18 +6,15 @@ reading a stack trace from deep inside a datamanager.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from nerfseg_plugin.errors import SceneFormatError
-from nerfseg_plugin.semantics.label_space import LabelSpace
-
-SINGLE_CHANNEL_LABEL_MODES = ("L", "P")
-"""8-bit single-channel PNG modes: grey values or palette indices are both class indices."""
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.label_space import LabelSpace
+from nerfseg_plugin.core.scene_io import read_label_map
 
 
 @dataclass(frozen=True)
@@ -27,39 +24,6 @@ class FrameLabels:
     image_path: Path
     supervision_path: Path | None
     evaluation_path: Path | None
-
-
-def load_transforms(data: Path) -> tuple[dict, Path]:
-    """Read transforms.json (``data`` is the scene folder or the json itself); returns (meta, scene folder)."""
-    path = data if data.suffix == ".json" else data / "transforms.json"
-    if not data.exists():
-        raise SceneFormatError(data, "scene folder does not exist")
-    if not path.is_file():
-        raise SceneFormatError(path, "transforms.json is missing")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SceneFormatError(path, f"malformed JSON: {err}") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list) or not meta["frames"]:
-        raise SceneFormatError(path, "needs a non-empty 'frames' list")
-    return meta, path.parent
-
-
-def read_label_map(path: Path) -> np.ndarray:
-    """Load a label map as ``[H, W]`` uint8 class indices; refuses RGB or 16-bit maps with a clear error."""
-    if not path.is_file():
-        raise SceneFormatError(path, "label map is missing")
-    try:
-        with Image.open(path) as image:
-            if image.mode not in SINGLE_CHANNEL_LABEL_MODES:
-                raise SceneFormatError(
-                    path,
-                    f"label map has mode {image.mode}; expected a single-channel 8-bit PNG of class indices "
-                    "(mode L or P). RGB colour-coded label maps must be converted to indices with classes.json.",
-                )
-            return np.array(image, dtype=np.uint8)  # a writable copy, not PIL's read-only buffer
-    except OSError as err:
-        raise SceneFormatError(path, f"unreadable label map: {err}") from None
 
 
 def _image_size(path: Path) -> tuple[int, int]:

@@ -15,7 +15,7 @@ import numpy as np
 import tyro
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.evaluation.consistency import ConsistencyResult, point_zbuffer_depth, view_consistency
 from nerfseg_plugin.evaluation.render import RenderedViews, render_pipeline_views, sparse_points
 from nerfseg_plugin.evaluation.report import METRICS_FILE, summary_line, write_report

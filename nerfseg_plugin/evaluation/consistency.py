@@ -7,8 +7,8 @@ camera, inside the image, and not occluded: its depth matches the view's depth m
 and count how often those views agree on its label.
 
 Cameras follow nerfstudio's convention (camera-to-world, OpenGL: x right, y up, looking down -z; pixel ``(row, col)``
-is centred at ``(col + 0.5, row + 0.5)``). Depth maps are z-depth; :func:`ray_distance_to_z` converts the ray
-distance that NeRF models render.
+is centred at ``(col + 0.5, row + 0.5)``). Depth maps are z-depth;
+:func:`nerfseg_plugin.core.geometry.ray_distance_to_z` converts the ray distance that NeRF models render.
 """
 
 from __future__ import annotations
@@ -19,29 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from nerfseg_plugin.pseudolabels.geometry import PinholeView, project, views_from_cameras
-
-
-def view_from_cameras(cameras, index: int = 0) -> PinholeView:
-    """The ``index``-th camera of a nerfstudio ``Cameras`` batch as the shared pinhole model."""
-    return views_from_cameras(cameras[index : index + 1].to("cpu"))[0]
-
-
-def project_points(points: np.ndarray, view: PinholeView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel coordinates ``(u, v)`` (continuous, column/row) and z-depth (positive in front) of ``[N, 3]`` points,
-    with the projection the pseudo-label vote uses."""
-    uv, z = project(view, torch.as_tensor(np.asarray(points), dtype=view.c2w.dtype))
-    return uv[:, 0].double().numpy(), uv[:, 1].double().numpy(), z.double().numpy()
-
-
-def ray_distance_to_z(distance: np.ndarray, view: PinholeView) -> np.ndarray:
-    """Convert a ``[H, W]`` map of distances along unit-length pixel rays (nerfacto's depth) to z-depth."""
-    cols = (np.arange(view.width) + 0.5 - view.cx) / view.fx
-    rows = (np.arange(view.height) + 0.5 - view.cy) / view.fy
-    norm = np.sqrt(cols[None, :] ** 2 + rows[:, None] ** 2 + 1.0)
-    return np.asarray(distance, dtype=np.float64) / norm
+from nerfseg_plugin.core.geometry import PinholeView, project_points
 
 
 def point_zbuffer_depth(points: np.ndarray, view: PinholeView, cell: int) -> np.ndarray:

@@ -18,12 +18,10 @@ import numpy as np
 import torch
 from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
 
-from nerfseg_plugin.data.dataset import SEMANTIC_GT
-from nerfseg_plugin.evaluation.consistency import PinholeView, ray_distance_to_z, view_from_cameras
+from nerfseg_plugin.core.geometry import PinholeView, depth_convention, ray_distance_to_z, view_from_cameras
+from nerfseg_plugin.core.keys import SEMANTIC_GT
 from nerfseg_plugin.semantics.metrics import ConfusionMatrix
 from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS, predicted_labels
-
-DepthConvention = Literal["z", "ray"]
 
 
 @dataclass
@@ -47,13 +45,6 @@ class RenderedViews:
     @property
     def mean_psnr(self) -> float | None:
         return float(np.mean(list(self.psnr_per_view.values()))) if self.psnr_per_view else None
-
-
-def depth_convention(model: torch.nn.Module) -> DepthConvention:
-    """Splatting renders z-depth; nerfacto-style models render the distance along unit-length rays."""
-    from nerfstudio.models.splatfacto import SplatfactoModel
-
-    return "z" if isinstance(model, SplatfactoModel) else "ray"
 
 
 def _synchronise(device: torch.device | str) -> None:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nerfseg_plugin.core.atomic import write_text_atomic
+from nerfseg_plugin.core.label_space import LabelSpace
 from nerfseg_plugin.evaluation.consistency import ConsistencyResult, plot_consistency
-from nerfseg_plugin.semantics.label_space import LabelSpace
 from nerfseg_plugin.semantics.metrics import SegmentationMetrics
 
 METRICS_FILE = "metrics.json"
@@ -122,12 +123,13 @@ def write_report(
         report["view_consistency"] = consistency.to_dict(names)
         if consistency_reference is not None:
             report["view_consistency"]["ground_truth"] = consistency_reference.to_dict(names)
-    (output_dir / METRICS_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (output_dir / TABLE_FILE).write_text(metrics.per_class_table(names) + "\n", encoding="utf-8")
     plot_confusion(metrics, names, output_dir / CONFUSION_FIGURE, title)
     plot_per_class(metrics, names, output_dir / PER_CLASS_FIGURE, title)
     if consistency is not None and consistency.num_evaluated > 0:
         plot_consistency(consistency, names, output_dir / CONSISTENCY_FIGURE, consistency_reference)
+    # Last and atomic: run_matrix --resume takes an existing metrics.json for a finished report.
+    write_text_atomic(output_dir / METRICS_FILE, json.dumps(report, indent=2) + "\n")
     return report
 
 

@@ -15,7 +15,7 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.export.gaussians_ply import write_labeled_gaussians
 from nerfseg_plugin.export.label_maps import LabelView, write_label_maps
 

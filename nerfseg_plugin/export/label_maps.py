@@ -13,7 +13,7 @@ from nerfstudio.cameras.cameras import Cameras
 from PIL import Image
 from torch import Tensor, nn
 
-from nerfseg_plugin.semantics.label_space import LabelSpace
+from nerfseg_plugin.core.label_space import LabelSpace
 from nerfseg_plugin.semantics.outputs import label_map
 
 LABELS_FOLDER = "labels"

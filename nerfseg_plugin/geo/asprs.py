@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 
 USER_CODES_START = 64
 NAME_CODES = {

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.geo.frames import LocalUnits, MapFrame
 
 PRODUCTS = ("labels.tif", "confidence.tif", "orthophoto.tif", "dsm.tif", "classified.laz", "classes.geojson")

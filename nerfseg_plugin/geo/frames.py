@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 
 GEOREFERENCE_KEY = "georeference"
 LocalUnits = Literal["scene", "metre"]
@@ -129,7 +129,7 @@ def map_frame(
 
 def pipeline_map_frame(pipeline, local_units: LocalUnits = "scene") -> tuple[MapFrame, Path]:
     """The map frame of a loaded pipeline (its scene's transforms.json and its dataparser transform)."""
-    from nerfseg_plugin.data.scene_validation import load_transforms
+    from nerfseg_plugin.core.scene_io import load_transforms
 
     data = Path(pipeline.datamanager.dataparser.config.data)
     meta, scene_dir = load_transforms(data)

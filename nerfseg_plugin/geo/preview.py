@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nerfseg_plugin.core.label_space import LabelSpace
 from nerfseg_plugin.geo.ortho_render import NO_CLASS
-from nerfseg_plugin.semantics.label_space import LabelSpace
 
 
 def nice_length(target: float) -> float:

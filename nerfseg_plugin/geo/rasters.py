@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from nerfseg_plugin.core.label_space import LabelSpace
 from nerfseg_plugin.geo.frames import MapFrame
 from nerfseg_plugin.geo.grid import OrthoGrid, RasterTile
 from nerfseg_plugin.geo.ortho_render import NO_CLASS, OrthoTile
-from nerfseg_plugin.semantics.label_space import LabelSpace
 
 STAGING_DIR = ".rsseg-export-geo.partial"
 FLOAT_NODATA = -9999.0

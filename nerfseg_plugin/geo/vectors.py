@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from nerfseg_plugin.core.label_space import LabelSpace
 from nerfseg_plugin.geo.frames import MapFrame
 from nerfseg_plugin.geo.grid import OrthoGrid
 from nerfseg_plugin.geo.ortho_render import NO_CLASS
 from nerfseg_plugin.geo.rasters import atomic_write_text
-from nerfseg_plugin.semantics.label_space import LabelSpace
 
 
 @dataclass

@@ -7,7 +7,6 @@ mislabelled patch it lands in without leaking across colour edges into the rest 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,27 +14,7 @@ import torch
 from jaxtyping import Bool, Float, UInt8
 from skimage.segmentation import flood
 
-
-@dataclass
-class RegionConfig:
-    """How a click becomes a labeled region."""
-
-    tolerance: float = 0.06
-    """Flood fill: largest distance to the clicked pixel's descriptor that still joins the region."""
-    colour_weight: float = 1.0
-    """Weight of the rendered RGB distance (Euclidean, RGB in [0, 1]) in the descriptor distance."""
-    probability_weight: float = 0.25
-    """Weight of the class-probability distance (Euclidean between softmax vectors, at most sqrt(2))."""
-    max_area_fraction: float = 0.2
-    """Largest region, as a fraction of the image; the tolerance is halved until the region fits."""
-    min_radius: int = 1
-    """The region always contains this disk around the click (a click on a single outlier pixel still labels)."""
-    sam2_checkpoint: Path | None = None
-    """Local SAM2 checkpoint: when set, a SAM2 point prompt on the rendered image gives the region instead."""
-    sam2_config: str | None = None
-    """Packaged SAM2 config name (None: inferred from the checkpoint's file name)."""
-    sam2_image_size: int | None = None
-    """SAM2 input resolution override (None: the config's)."""
+from nerfseg_plugin.data.corrections import RegionConfig
 
 
 def descriptor_distance(
@@ -83,12 +62,18 @@ class Sam2PointPrompter:
     """SAM2's image predictor with one positive point prompt; weights from a local checkpoint only (the same
     loader as the pseudo-label backend, so nothing is fetched)."""
 
-    def __init__(self, checkpoint: Path, config: str | None = None, image_size: int | None = None) -> None:
+    def __init__(
+        self,
+        checkpoint: Path,
+        config: str | None = None,
+        image_size: int | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
         from nerfseg_plugin.pseudolabels.sam2_backend import build_sam2_predictor, resolve_config_name
 
-        model = build_sam2_predictor(resolve_config_name(config, checkpoint), checkpoint, image_size)
+        model = build_sam2_predictor(resolve_config_name(config, checkpoint), checkpoint, image_size, device)
         self.predictor = SAM2ImagePredictor(model)
         size = model.image_size
         # SAM2ImagePredictor hard-codes the backbone feature sizes of a 1024 input (as in Sam2MaskGenerator).
@@ -120,8 +105,9 @@ def derive_region(
     return grow_region(rgb, probabilities, seed, config)
 
 
-def load_prompter(config: RegionConfig) -> Sam2PointPrompter | None:
-    """A SAM2 prompter when ``sam2_checkpoint`` is set (sam2 imported only then), else None."""
+def load_prompter(config: RegionConfig, device: torch.device | str | None = None) -> Sam2PointPrompter | None:
+    """A SAM2 prompter on ``device`` (the pipeline's) when ``sam2_checkpoint`` is set (sam2 imported only then),
+    else None."""
     if config.sam2_checkpoint is None:
         return None
-    return Sam2PointPrompter(config.sam2_checkpoint, config.sam2_config, config.sam2_image_size)
+    return Sam2PointPrompter(config.sam2_checkpoint, config.sam2_config, config.sam2_image_size, device)

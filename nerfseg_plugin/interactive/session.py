@@ -14,10 +14,9 @@ import torch
 from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor
 
-from nerfseg_plugin.evaluation.render import depth_convention
-from nerfseg_plugin.interactive.corrections import Correction, CorrectionStore
+from nerfseg_plugin.core.geometry import depth_convention, inside_image, pixel_ray, project, views_from_cameras
+from nerfseg_plugin.data.corrections import Correction, CorrectionStore
 from nerfseg_plugin.interactive.regions import RegionConfig, Sam2PointPrompter, derive_region, load_prompter
-from nerfseg_plugin.pseudolabels.geometry import inside_image, project, views_from_cameras
 from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS
 
 OCCLUSION_TOLERANCE = 0.05
@@ -33,16 +32,6 @@ def camera_record(camera: Cameras) -> dict:
         "cx": float(camera.cx[0]),
         "cy": float(camera.cy[0]),
     }
-
-
-def pixel_ray(camera: Cameras, x: float, y: float) -> tuple[Tensor, Tensor, Tensor]:
-    """World origin, unit direction and camera forward axis through pixel coordinates (x, y) of one camera."""
-    c2w = camera.camera_to_worlds[0].float().cpu()
-    local = torch.tensor(
-        [(x - float(camera.cx[0])) / float(camera.fx[0]), -(y - float(camera.cy[0])) / float(camera.fy[0]), -1.0]
-    )
-    direction = c2w[:, :3] @ local
-    return c2w[:, 3], direction / direction.norm(), -c2w[:, 2]
 
 
 class CorrectionSession:
@@ -67,7 +56,8 @@ class CorrectionSession:
     @property
     def prompter(self) -> Sam2PointPrompter | None:
         if self._prompter is None and self.region.sam2_checkpoint is not None:
-            self._prompter = load_prompter(self.region)  # built on first use: it takes a while
+            # Built on first use (it takes a while), on the device the pipeline renders on.
+            self._prompter = load_prompter(self.region, self.pipeline.device)
         return self._prompter
 
     @torch.no_grad()

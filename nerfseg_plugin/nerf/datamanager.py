@@ -18,8 +18,9 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from torch import Tensor
 
+from nerfseg_plugin.core.keys import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_LABELS
 from nerfseg_plugin.data.datamanager import RssegRayDatamanager, RssegRayDatamanagerConfig
-from nerfseg_plugin.data.dataset import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_LABELS, RssegDataset
+from nerfseg_plugin.data.dataset import RssegDataset
 
 PIXEL_RGB = "pixel_rgb"
 """Ray-bundle metadata key: each training ray's pixel colour, ``[R, 3]`` (or RGBA) float in [0, 1]."""

@@ -23,17 +23,15 @@ from nerfstudio.models.nerfacto import NerfactoModel
 from torch import Tensor, nn
 
 from nerfseg_plugin.compat import drop_unavailable_lpips, offline_lpips
-from nerfseg_plugin.data.dataset import SEMANTIC_LABELS
+from nerfseg_plugin.core.keys import SEMANTIC_LABELS
 from nerfseg_plugin.nerf.config import RssegNerfModelConfig
 from nerfseg_plugin.nerf.datamanager import PIXEL_RGB
 from nerfseg_plugin.nerf.semantic_branch import SemanticBranch
+from nerfseg_plugin.semantics.colormaps import FixedPCAProjection
 from nerfseg_plugin.semantics.model_mixin import SemanticModelMixin
-from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS
+from nerfseg_plugin.semantics.outputs import SEMANTIC_FEATURES_PCA, SEMANTIC_LOGITS
 from nerfseg_plugin.viewer.semantic_panel import SemanticViewerMixin
 
-SEMANTIC_FEATURES = "semantic_features"
-"""Rendered semantic feature S_s(r), ``[..., C]`` (evaluation outputs): lets a captured view's own pixel colours
-replace the rendered RGB as colour-radiance input afterwards (:meth:`RssegNerfModel.fuse_pixel_colour`)."""
 COLOUR_LOGITS = "colour_semantics"
 """C2S logits from the colour feature alone, ``[R, K]`` (training outputs, for the auxiliary loss L_c)."""
 
@@ -197,9 +195,16 @@ class RssegNerfModel(SemanticViewerMixin, SemanticModelMixin, NerfactoModel):
         outputs.update(self.semantic_outputs(logits))
         if self.training and colour_logits is not None:
             outputs[COLOUR_LOGITS] = colour_logits
-        if not self.training:
-            outputs[SEMANTIC_FEATURES] = rendered
+        if not self.training:  # the viewer's feature view: 3 channels per ray, never the C-channel features
+            outputs[SEMANTIC_FEATURES_PCA] = self._feature_pca(rendered)
         return outputs
+
+    def _feature_pca(self, features: Float[Tensor, "*batch C"]) -> Float[Tensor, "*batch 3"]:
+        """A fixed PCA display of the rendered features, fitted on the first chunk rendered in eval mode. A plain
+        attribute, not a submodule, so checkpoints stay as they were."""
+        if getattr(self, "_feature_pca_projection", None) is None:
+            object.__setattr__(self, "_feature_pca_projection", FixedPCAProjection(features.shape[-1]))
+        return self._feature_pca_projection.to(features.device)(features)
 
     def _colour_input(self, ray_bundle: RayBundle, outputs: dict) -> Tensor | None:
         """The pixel colour the datamanager attached to training rays, else the rendered RGB (see colour_input)."""
@@ -208,24 +213,28 @@ class RssegNerfModel(SemanticViewerMixin, SemanticModelMixin, NerfactoModel):
         pixel = ray_bundle.metadata.get(PIXEL_RGB) if self.config.colour_input == "pixel" else None
         return pixel[..., :3] if pixel is not None else outputs["rgb"].detach()
 
-    @torch.no_grad()
-    def fuse_pixel_colour(self, outputs: dict[str, Tensor], image: Float[Tensor, "H W C"]) -> dict[str, Tensor]:
-        """Semantic outputs of a captured view recomputed with its own pixel colours as colour-radiance input (the
-        paper's setting). ``outputs`` come from ``get_outputs_for_camera`` of that view; returns the semantic keys
-        to replace (none without the colour branch)."""
-        if not self.semantic_branch.uses_colour or SEMANTIC_FEATURES not in outputs:
-            return {}
-        rendered = outputs[SEMANTIC_FEATURES].to(self.device)
-        if image.shape[:-1] != rendered.shape[:-1]:
-            raise ValueError(f"image {tuple(image.shape)} does not match the rendered view {tuple(rendered.shape)}")
-        logits, _ = self.semantic_branch.classify(rendered, image[..., :3].to(rendered))
-        return self.semantic_outputs(logits)
+    @contextlib.contextmanager
+    def pixel_colours(self, image: Float[Tensor, "H W C"] | None) -> Iterator[None]:
+        """While active, full-image renders feed each ray chunk's colour branch with these captured pixel colours
+        (the paper's setting) instead of the rendered RGB, so the semantic fusion happens per chunk and the
+        outputs hold class maps only. A no-op without the colour branch or with ``colour_input="rendered"``."""
+        previous = getattr(self, "_pixel_colours", None)
+        use = image is not None and self.semantic_branch.uses_colour and self.config.colour_input == "pixel"
+        object.__setattr__(self, "_pixel_colours", image if use else None)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_pixel_colours", previous)
 
-    def render_view(self, camera, image: Float[Tensor, "H W C"] | None = None) -> dict[str, Tensor]:
-        outputs = super().render_view(camera)
-        if image is not None and self.config.colour_input == "pixel":
-            outputs.update(self.fuse_pixel_colour(outputs, image))
-        return outputs
+    @torch.no_grad()
+    def get_outputs_for_camera_ray_bundle(self, camera_ray_bundle: RayBundle) -> dict[str, Tensor]:
+        image = getattr(self, "_pixel_colours", None)
+        if image is not None:  # nerfstudio slices metadata with the rays: every chunk gets its own pixels
+            if image.shape[:2] != camera_ray_bundle.origins.shape[:2]:
+                size = tuple(camera_ray_bundle.origins.shape[:2])
+                raise ValueError(f"image {tuple(image.shape)} does not match the rendered view {size}")
+            camera_ray_bundle.metadata[PIXEL_RGB] = image[..., :3].to(camera_ray_bundle.origins)
+        return super().get_outputs_for_camera_ray_bundle(camera_ray_bundle)
 
     # --- losses and metrics -----------------------------------------------------------------------------------
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> dict[str, Tensor]:
@@ -261,8 +270,6 @@ class RssegNerfModel(SemanticViewerMixin, SemanticModelMixin, NerfactoModel):
     def get_image_metrics_and_images(
         self, outputs: dict[str, Tensor], batch: dict[str, Tensor]
     ) -> tuple[dict[str, float], dict[str, Tensor]]:
-        if self.config.colour_input == "pixel" and "image" in batch:
-            outputs = {**outputs, **self.fuse_pixel_colour(outputs, batch["image"])}
         metrics, images = super().get_image_metrics_and_images(outputs, batch)
         metrics = drop_unavailable_lpips(metrics, self.lpips)
         semantic_metrics, semantic_images = self.semantic_image_metrics(outputs, batch)

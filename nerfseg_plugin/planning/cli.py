@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.planning.scene import PlanningScene, load_planning_scene
 from nerfseg_plugin.planning.selection import Suggestion, greedy_coverage, view_colour_histograms
 from nerfseg_plugin.planning.visibility import Visibility, VisibilityConfig, compute_visibility

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nerfseg_plugin.data.scene_validation import load_transforms
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.scene_io import load_transforms, read_points
 
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE", "OPENCV", "SIMPLE_RADIAL", "RADIAL")
@@ -61,23 +61,11 @@ def _frame_camera(meta: dict, frame: dict, path: Path, index: int) -> tuple[np.n
     return matrix[:3, :4], [float(values[key]) for key in INTRINSIC_KEYS]
 
 
-def read_points(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """x y z (and red green blue when present) of a PLY's vertices, read with plyfile."""
-    from plyfile import PlyData
-
+def read_scene_points(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Finite x y z (and red green blue when present) of the scene's sparse points; refuses a missing or empty file."""
     if not path.is_file():
         raise SceneFormatError(path, "point cloud (ply_file_path in transforms.json) not found")
-    try:
-        vertex = PlyData.read(str(path))["vertex"]
-        xyz = np.stack([vertex[axis] for axis in ("x", "y", "z")], axis=-1).astype(np.float64)
-        names = vertex.data.dtype.names
-        colours = (
-            np.stack([vertex[c] for c in ("red", "green", "blue")], axis=-1).astype(np.uint8)
-            if all(c in names for c in ("red", "green", "blue"))
-            else None
-        )
-    except (OSError, KeyError, ValueError) as err:
-        raise SceneFormatError(path, f"unreadable point cloud (need a PLY with x y z): {err}") from None
+    xyz, colours = read_points(path)
     if len(xyz) == 0:
         raise SceneFormatError(path, "point cloud has no points")
     finite = np.all(np.isfinite(xyz), axis=1)
@@ -92,7 +80,7 @@ def load_planning_scene(data: Path) -> PlanningScene:
     ply = meta.get("ply_file_path")
     if not ply:
         raise SceneFormatError(path, "no 'ply_file_path': view planning needs the sparse points of SfM")
-    points, colours = read_points(scene_dir / ply)
+    points, colours = read_scene_points(scene_dir / ply)
     return PlanningScene(
         transforms_path=path,
         file_paths=[str(frame["file_path"]) for frame in meta["frames"]],

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from nerfseg_plugin.errors import SceneFormatError
-from nerfseg_plugin.semantics.label_space import LabelSpace
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.label_space import LabelSpace
 
 LABEL_MAP_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 

@@ -20,7 +20,7 @@ import tyro
 from rich.console import Console
 from rich.markup import escape
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.process.config import ProcessDataConfig
 from nerfseg_plugin.process.georeference import GeoreferenceError, georeference_reconstruction
 from nerfseg_plugin.process.labels import ProcessingInputs, collect_inputs

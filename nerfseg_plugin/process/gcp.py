@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 
 ODM_UTM = re.compile(r"^WGS84\s+UTM\s+(\d{1,2})([NS])$", re.IGNORECASE)
 

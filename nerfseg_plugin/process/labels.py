@@ -11,11 +11,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.label_space import LabelSpace
 from nerfseg_plugin.data.scene_validation import check_label_map
-from nerfseg_plugin.errors import SceneFormatError
 from nerfseg_plugin.process.config import ProcessDataConfig
 from nerfseg_plugin.process.exif import PhotoExif, read_exif, upright_size
-from nerfseg_plugin.semantics.label_space import LabelSpace
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 LABEL_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")

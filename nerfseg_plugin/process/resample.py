@@ -7,26 +7,12 @@ which our full-image datamanager requires (nerfstudio's own undistortion cannot 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-
-@dataclass(frozen=True)
-class PinholeIntrinsics:
-    """Intrinsics of the written images (pixel-corner origin, COLMAP's and nerfstudio's convention)."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-
-    def to_json(self) -> dict:
-        return {"fl_x": self.fx, "fl_y": self.fy, "cx": self.cx, "cy": self.cy, "w": self.width, "h": self.height}
+from nerfseg_plugin.core.geometry import Intrinsics
 
 
 def max_distortion_px(camera: Any) -> float:
@@ -80,7 +66,7 @@ class FrameResampler:
             self.crop = (0, 0, width * downscale, height * downscale)
         scale_x, scale_y = width / self.crop[2], height / self.crop[3]
         self.resized = (width, height) != (pinhole.width, pinhole.height)
-        self.intrinsics = PinholeIntrinsics(
+        self.intrinsics = Intrinsics(
             fx=pinhole.focal_length_x * scale_x,
             fy=pinhole.focal_length_y * scale_y,
             cx=pinhole.principal_point_x * scale_x,

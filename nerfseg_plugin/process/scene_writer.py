@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nerfseg_plugin.data.scene_validation import read_label_map
+from nerfseg_plugin.core.scene_io import read_label_map, write_points
 from nerfseg_plugin.process.config import ProcessDataConfig
 from nerfseg_plugin.process.exif import open_upright_rgb
 from nerfseg_plugin.process.georeference import Georeference
@@ -157,15 +157,8 @@ def _write_image(source: Path, target: Path, resampler: FrameResampler) -> None:
 
 
 def _write_points(reconstruction, path: Path) -> int:
-    """Binary little-endian PLY with float x, y, z and uchar red, green, blue (what rsseg-data reads)."""
+    """The reconstruction's points as the PLY that rsseg-data reads."""
     points = list(reconstruction.points3D.values())
-    vertex = np.empty(len(points), dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3)])
-    vertex["xyz"] = np.array([p.xyz for p in points], dtype=np.float32).reshape(-1, 3)
-    vertex["rgb"] = np.array([p.color for p in points], dtype=np.uint8).reshape(-1, 3)
-    header = (
-        f"ply\nformat binary_little_endian 1.0\nelement vertex {len(points)}\n"
-        "property float x\nproperty float y\nproperty float z\n"
-        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
-    )
-    path.write_bytes(header.encode("ascii") + vertex.tobytes())
+    xyz = np.array([p.xyz for p in points], dtype=np.float32).reshape(-1, 3)
+    write_points(path, xyz, np.array([p.color for p in points], dtype=np.uint8).reshape(-1, 3))
     return len(points)

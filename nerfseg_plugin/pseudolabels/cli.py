@@ -25,9 +25,9 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from nerfseg_plugin.pseudolabels.assignment import AssignmentConfig
 from nerfseg_plugin.pseudolabels.boundary import BoundaryConfig
 from nerfseg_plugin.pseudolabels.depth_sources import SparseDepthConfig
-from nerfseg_plugin.pseudolabels.geometry import VoteConfig
 from nerfseg_plugin.pseudolabels.sam2_backend import Sam2Config
 from nerfseg_plugin.pseudolabels.superpixels import RegionConfig
+from nerfseg_plugin.pseudolabels.vote import VoteConfig
 
 
 @dataclass
@@ -49,6 +49,9 @@ class PseudoLabelConfig:
     depth_convention: Literal["auto", "z", "ray"] = "auto"
     """What --load-config's "depth" output holds: z-depth (splatting) or distance along unit rays (NeRF); auto
     decides by model type."""
+    device: str | None = None
+    """Device SAM2 runs on, e.g. cpu or cuda:1 (None: the --load-config model's device, else CUDA when present,
+    else the CPU). Not part of the cache key."""
     overwrite: bool = False
     """Regenerate even when a valid cache for the same inputs and settings exists."""
     score: bool = True

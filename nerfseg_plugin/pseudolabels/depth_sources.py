@@ -14,7 +14,7 @@ from jaxtyping import Float
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from nerfseg_plugin.pseudolabels.geometry import PinholeView, inside_image, pixel_centres, project
+from nerfseg_plugin.core.geometry import PinholeView, inside_image, pixel_centres, project, ray_distance_to_z
 
 
 class DepthSource(Protocol):
@@ -82,13 +82,6 @@ class SparsePointDepth:
         return densify_depth(self.points, self.views[index], self.config)
 
 
-def ray_distance_to_z(depth: Float[Tensor, "h w"], view: PinholeView) -> Float[Tensor, "h w"]:
-    """Distance along unit-length rays (nerfstudio's ray-based renderers) to z-depth."""
-    uv = pixel_centres(view, depth.device)
-    x, y = (uv[:, 0] - view.cx) / view.fx, (uv[:, 1] - view.cy) / view.fy
-    return depth / torch.sqrt(1 + x**2 + y**2).view(view.height, view.width)
-
-
 class ModelDepth:
     """Depth rendered by a trained nerfstudio model (``--load-config``).
 
@@ -128,8 +121,8 @@ def load_model_depth(
     """
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from nerfseg_plugin.errors import SceneFormatError
-    from nerfseg_plugin.pseudolabels.geometry import views_from_cameras
+    from nerfseg_plugin.core.errors import SceneFormatError
+    from nerfseg_plugin.core.geometry import views_from_cameras
 
     if not load_config.is_file():
         raise SceneFormatError(load_config, "--load-config must be a trained run's config.yml")

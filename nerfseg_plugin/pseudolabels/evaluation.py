@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nerfseg_plugin.data.scene_validation import collect_frame_labels, load_transforms, read_label_map
-from nerfseg_plugin.pseudolabels.cache import CLASSES_FILE
-from nerfseg_plugin.pseudolabels.files import pseudo_label_paths
-from nerfseg_plugin.semantics.label_space import LabelSpace
+from nerfseg_plugin.core.label_space import LabelSpace
+from nerfseg_plugin.core.pseudo_label_files import pseudo_label_paths
+from nerfseg_plugin.core.scene_io import load_transforms, read_label_map
+from nerfseg_plugin.data.pseudo_label_cache import CLASSES_FILE
+from nerfseg_plugin.data.scene_validation import collect_frame_labels
 from nerfseg_plugin.semantics.metrics import ConfusionMatrix
 
 

@@ -16,12 +16,13 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from rich.progress import track
 
-from nerfseg_plugin.data.dataparser import SEMANTICS_METADATA_KEY, RssegDataParserConfig, SemanticFrames
-from nerfseg_plugin.data.scene_validation import read_label_map
-from nerfseg_plugin.errors import SceneFormatError
-from nerfseg_plugin.pseudolabels.assignment import propagate_labels
-from nerfseg_plugin.pseudolabels.boundary import boundary_mask, resolve_boundary_kind
-from nerfseg_plugin.pseudolabels.cache import (
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.geometry import PinholeView, views_from_cameras
+from nerfseg_plugin.core.keys import SEMANTICS_METADATA_KEY
+from nerfseg_plugin.core.pseudo_label_files import save_pseudo_label
+from nerfseg_plugin.core.scene_io import read_label_map
+from nerfseg_plugin.data.dataparser import RssegDataParserConfig, SemanticFrames
+from nerfseg_plugin.data.pseudo_label_cache import (
     cache_dir,
     cache_problem,
     file_sha256,
@@ -29,10 +30,11 @@ from nerfseg_plugin.pseudolabels.cache import (
     staged_directory,
     write_manifest,
 )
-from nerfseg_plugin.pseudolabels.depth_sources import DepthSource, SparsePointDepth, load_model_depth
-from nerfseg_plugin.pseudolabels.files import save_pseudo_label
-from nerfseg_plugin.pseudolabels.geometry import PinholeView, SourceView, views_from_cameras, vote_view
+from nerfseg_plugin.pseudolabels.assignment import propagate_labels
+from nerfseg_plugin.pseudolabels.boundary import boundary_mask, resolve_boundary_kind
+from nerfseg_plugin.pseudolabels.depth_sources import DepthSource, ModelDepth, SparsePointDepth, load_model_depth
 from nerfseg_plugin.pseudolabels.superpixels import region_vote, regions_from_masks, superpixel_regions
+from nerfseg_plugin.pseudolabels.vote import SourceView, vote_view
 
 if TYPE_CHECKING:
     from nerfseg_plugin.pseudolabels.cli import PseudoLabelConfig
@@ -87,6 +89,20 @@ def load_scene(data: Path) -> SceneData:
     )
 
 
+def prepare_pseudo_labels(datamanager_config) -> Path | None:
+    """The step before training that ``--pipeline.datamanager.generate-pseudo-labels`` asks for: generate that set
+    with default settings unless a valid cache exists (the datamanager then reads it from the cache). None when
+    nothing is to be generated (no method asked, pseudo-labels off, or an explicit folder)."""
+    method = getattr(datamanager_config, "generate_pseudo_labels", None)
+    if method is None or datamanager_config.pseudo_labels == "off" or datamanager_config.pseudo_label_dir is not None:
+        return None
+    from nerfseg_plugin.pseudolabels.cli import PseudoLabelConfig
+
+    return generate_pseudo_labels(
+        PseudoLabelConfig(data=datamanager_config.dataparser.data, method=method, score=False)
+    )
+
+
 def make_geometry(config: PseudoLabelConfig, scene: SceneData) -> tuple[DepthSource | None, list[PinholeView], dict]:
     """The depth source, the views in its frame, and its manifest record."""
     if config.load_config is not None:
@@ -99,21 +115,22 @@ def make_geometry(config: PseudoLabelConfig, scene: SceneData) -> tuple[DepthSou
 
 
 def _model_record(load_config: Path) -> dict:
-    record = {"config_sha256": file_sha256(load_config)}
+    """Hashes of the trained model's config and of the checkpoint eval_setup loads (the latest), so a retrained
+    model invalidates the cache. Refuses rather than writing a manifest without the checkpoint's hash."""
     try:
         checkpoint_dir = yaml.load(load_config.read_text(), Loader=yaml.Loader).get_checkpoint_dir()
-        checkpoints = sorted(checkpoint_dir.glob("*.ckpt"))
-        if checkpoints:
-            record["checkpoint_sha256"] = file_sha256(checkpoints[-1])
-    except Exception:  # an unloadable config fails with a clear message in load_model_depth
-        pass
-    return record
+    except (OSError, yaml.YAMLError, AttributeError) as err:
+        raise SceneFormatError(load_config, f"not a loadable nerfstudio config (no checkpoint folder): {err}") from err
+    checkpoints = sorted(Path(checkpoint_dir).glob("*.ckpt"))  # step-%09d.ckpt: name order is step order
+    if not checkpoints:
+        raise SceneFormatError(load_config, f"no checkpoint (*.ckpt) in {checkpoint_dir} to record in the manifest")
+    return {"config_sha256": file_sha256(load_config), "checkpoint_sha256": file_sha256(checkpoints[-1])}
 
 
 def settings_record(config: PseudoLabelConfig) -> dict:
     """The settings that shape this method's output (for the manifest), JSON-normalised: changing a setting the
     method does not use leaves its cache valid."""
-    skip = {"data", "overwrite", "score", "sam2_checkpoint", "load_config"}
+    skip = {"data", "overwrite", "score", "sam2_checkpoint", "load_config", "device"}
     if config.method != "sam2":
         skip.add("assignment")
     if config.method != "sam2+vote":
@@ -208,7 +225,8 @@ def _write_views(
         from nerfseg_plugin.pseudolabels.sam2_backend import build_sam2_predictor
 
         CONSOLE.print(f"Building SAM2 ({checkpoint['config']}) from {config.sam2_checkpoint}")
-        model = build_sam2_predictor(checkpoint["config"], config.sam2_checkpoint, config.sam2.image_size)
+        device = config.device or (depth.model.device if isinstance(depth, ModelDepth) else None)
+        model = build_sam2_predictor(checkpoint["config"], config.sam2_checkpoint, config.sam2.image_size, device)
     propagated = _sam2_propagation(config, scene, model) if config.method == "sam2" else {}
     sources = []
     if depth is not None:

@@ -51,7 +51,10 @@ class Sam2Config:
     """Quality of the temporary JPEG frames SAM2's video predictor reads."""
 
 
-def _device() -> torch.device:
+def _device(device: torch.device | str | None = None) -> torch.device:
+    """``device`` when given (the caller's pipeline device), else CUDA when present, else the CPU."""
+    if device is not None:
+        return torch.device(device)
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
@@ -106,9 +109,11 @@ def load_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_sam2_predictor(config_name: str, checkpoint: Path, image_size: int | None = None) -> torch.nn.Module:
-    """SAM2VideoPredictor from a packaged config, weights from ``checkpoint``; a checkpoint of another
-    architecture raises Sam2CheckpointError listing the mismatch."""
+def build_sam2_predictor(
+    config_name: str, checkpoint: Path, image_size: int | None = None, device: torch.device | str | None = None
+) -> torch.nn.Module:
+    """SAM2VideoPredictor from a packaged config, weights from ``checkpoint``, on ``device`` (None: CUDA when
+    present, else the CPU); a checkpoint of another architecture raises Sam2CheckpointError listing the mismatch."""
     state = load_state_dict(checkpoint)
     from sam2.build_sam import build_sam2_video_predictor
 
@@ -136,7 +141,7 @@ def build_sam2_predictor(config_name: str, checkpoint: Path, image_size: int | N
             f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]}); pass the --sam2-config this checkpoint "
             "was trained with (e.g. sam2.1_hiera_t for sam2.1_hiera_tiny.pt)",
         )
-    return model.to(_device()).eval()
+    return model.to(_device(device)).eval()
 
 
 class Sam2MaskGenerator:

@@ -13,28 +13,13 @@ from typing import Literal
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from nerfseg_plugin.core.geometry import Intrinsics
+
 FlightPattern = Literal["orbit", "lawnmower", "grid"]
 
 GRID_MIN_ALTITUDE_OVER_TALLEST = 1.5
 """A grid flies at least this many times as high as the town's tallest surface (and 5 m above it): lower, a
 tower's roof fills the frame and the overlap at roof level, smaller than on the ground, collapses."""
-
-
-@dataclass(frozen=True)
-class Intrinsics:
-    """Pinhole intrinsics (pixels)."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-
-    @classmethod
-    def from_fov(cls, width: int, height: int, horizontal_fov_deg: float) -> Intrinsics:
-        focal = 0.5 * width / np.tan(0.5 * np.radians(horizontal_fov_deg))
-        return cls(float(focal), float(focal), width / 2.0, height / 2.0, width, height)
 
 
 def look_at(position: np.ndarray, target: np.ndarray, roll: float = 0.0) -> np.ndarray:

@@ -9,7 +9,9 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
-from nerfseg_plugin.scenegen.cameras import FlightPattern, Intrinsics, flight_path
+from nerfseg_plugin.core.geometry import Intrinsics
+from nerfseg_plugin.core.scene_io import write_points
+from nerfseg_plugin.scenegen.cameras import FlightPattern, flight_path
 from nerfseg_plugin.scenegen.geotag import GeotagOrigin, make_geotags, write_geotag_truth
 from nerfseg_plugin.scenegen.layout import STYLE_BUILDERS, TownStyle, build_town
 from nerfseg_plugin.scenegen.materials import IGNORE_LABEL
@@ -26,7 +28,6 @@ from nerfseg_plugin.scenegen.writer import (
     prepare_output,
     write_image,
     write_label_map,
-    write_point_cloud,
     write_transforms,
 )
 
@@ -216,7 +217,7 @@ def generate_scene(config: SceneGenConfig) -> Path:
     labeled = config.labeled_views or labeled_indices(config.num_views, config.num_labeled)
     write_transforms(folder, intrinsics, poses, suffix, set(labeled))
     xyz, colors = np.concatenate(cloud_xyz)[: config.num_points], np.concatenate(cloud_rgb)[: config.num_points]
-    write_point_cloud(folder / POINTS_FILE, xyz, colors)
+    write_points(folder / POINTS_FILE, xyz, colors)
     if geotag_truth is not None:
         write_geotag_truth(folder, geotag_truth)
     if config.ortho_truth:

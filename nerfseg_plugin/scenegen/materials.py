@@ -11,7 +11,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from nerfseg_plugin.semantics.label_space import LabelSpace, SemanticClass
+from nerfseg_plugin.core.label_space import LabelSpace, SemanticClass
 
 SCENE_LABEL_SPACE = LabelSpace(
     classes=(

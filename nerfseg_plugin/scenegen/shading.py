@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from nerfseg_plugin.scenegen.cameras import Intrinsics, camera_rays
+from nerfseg_plugin.core.geometry import Intrinsics
+from nerfseg_plugin.scenegen.cameras import camera_rays
 from nerfseg_plugin.scenegen.grid import TownGrid
 from nerfseg_plugin.scenegen.materials import IGNORE_LABEL, MATERIAL_TO_CLASS, NO_MATERIAL, Material
 from nerfseg_plugin.scenegen.noise import ValueNoise, mix

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nerfseg_plugin.scenegen.cameras import Intrinsics
+from nerfseg_plugin.core.geometry import Intrinsics
 from nerfseg_plugin.scenegen.materials import SCENE_LABEL_SPACE
 
 IMAGES_DIR, SEMANTICS_DIR, DEPTH_DIR = "images", "semantics", "depth"
@@ -83,22 +83,6 @@ def write_transforms(
     }
     (folder / TRANSFORMS_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     SCENE_LABEL_SPACE.save(folder / CLASSES_FILE)
-
-
-def write_point_cloud(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
-    """Binary little-endian PLY with float x, y, z and uchar red, green, blue per vertex."""
-    vertex = np.empty(len(xyz), dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3)])
-    vertex["xyz"], vertex["rgb"] = xyz, rgb
-    header = (
-        "ply\nformat binary_little_endian 1.0\n"
-        f"element vertex {len(xyz)}\n"
-        "property float x\nproperty float y\nproperty float z\n"
-        "property uchar red\nproperty uchar green\nproperty uchar blue\n"
-        "end_header\n"
-    )
-    with open(path, "wb") as f:
-        f.write(header.encode("ascii"))
-        f.write(vertex.tobytes())
 
 
 def class_pixel_shares(folder: Path) -> dict[str, float]:

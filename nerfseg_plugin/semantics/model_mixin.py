@@ -6,17 +6,18 @@ rendering and only adds the semantic contract once.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Protocol
+
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor
 
-from nerfseg_plugin.appearance.targets import AppearanceTargets
-from nerfseg_plugin.data.dataparser import SEMANTICS_METADATA_KEY
-from nerfseg_plugin.data.dataset import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_GT, SEMANTIC_LABELS
+from nerfseg_plugin.core.keys import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_GT, SEMANTIC_LABELS, SEMANTICS_METADATA_KEY
+from nerfseg_plugin.core.label_space import LabelSpace
 from nerfseg_plugin.semantics.colormaps import label_colormap
-from nerfseg_plugin.semantics.label_space import LabelSpace
 from nerfseg_plugin.semantics.losses import semantic_cross_entropy
 from nerfseg_plugin.semantics.metrics import ConfusionMatrix, SegmentationMetrics
 from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS, label_map, predicted_labels, semantic_render_outputs
@@ -26,13 +27,22 @@ PSEUDO_LABEL_LOSS = "pseudo_label_loss"
 APPEARANCE_LOSS = "appearance_loss"
 
 
+class PixelTargets(Protocol):
+    """Per-view class targets and weights the 3D field is supervised with (the 2D appearance model's
+    ``AppearanceTargets``); a protocol so this layer does not import the model that fills it."""
+
+    def for_image(self, index: int, height: int, width: int) -> tuple[Int[Tensor, "H W"], Float[Tensor, "H W"]]: ...
+
+    def for_rays(self, indices: Int[Tensor, "R 3"]) -> tuple[Int[Tensor, " R"], Float[Tensor, " R"]]: ...
+
+
 class SemanticModelMixin:
     """Semantic output contract, label/pseudo-label losses and dataset-level metric accumulation."""
 
     label_space: LabelSpace
     kwargs: dict
     device: torch.device
-    appearance_targets: AppearanceTargets | None = None
+    appearance_targets: PixelTargets | None = None
     """Per-view 2D appearance predictions supervising the 3D field (set by the pipeline after each 2D round)."""
     appearance_loss_weight: float = 0.0
 
@@ -40,7 +50,7 @@ class SemanticModelMixin:
         """First training step at which the semantic field learns (2D rounds are scheduled after it)."""
         return 0
 
-    def set_appearance_targets(self, targets: AppearanceTargets | None, loss_weight: float) -> None:
+    def set_appearance_targets(self, targets: PixelTargets | None, loss_weight: float) -> None:
         """Supervise the semantic field with these 2D predictions from now on (None: stop)."""
         self.appearance_targets = targets
         self.appearance_loss_weight = loss_weight
@@ -66,6 +76,11 @@ class SemanticModelMixin:
         share = weights[valid].sum() / max(weights.numel(), 1)  # sum(w * ce) / #pixels
         return {APPEARANCE_LOSS: self.appearance_loss_weight * share * loss}
 
+    def pixel_colours(self, image: Tensor | None) -> contextlib.AbstractContextManager:
+        """Context in which renders may use ``image`` (the view's captured pixels); models whose semantics do not
+        take pixel colours ignore it."""
+        return contextlib.nullcontext()
+
     def setup_label_space(self) -> LabelSpace:
         """The scene's label space, handed to every model through the pipeline's dataset metadata."""
         metadata = self.kwargs.get("metadata") or {}
@@ -79,7 +94,8 @@ class SemanticModelMixin:
     def render_view(self, camera: Cameras, image: Float[Tensor, "H W C"] | None = None) -> dict[str, Tensor]:
         """Outputs for one camera. ``image``: the captured view's own image when there is one (evaluation, label
         maps of dataset views); models whose semantics read the pixel colour use it (rsseg-nerf's colour branch)."""
-        return self.get_outputs_for_camera(camera)  # type: ignore[attr-defined]
+        with self.pixel_colours(image):
+            return self.get_outputs_for_camera(camera)  # type: ignore[attr-defined]
 
     @property
     def class_colors(self) -> Float[Tensor, "K 3"]:

@@ -24,8 +24,7 @@ def gaussian_colors(
         return torch.sigmoid(features_dc)
     coefficients = torch.cat([features_dc[:, None, :], features_rest], dim=1)[:, : (sh_degree + 1) ** 2]
     directions = means - camera_center
-    if means.is_cuda:
-        from gsplat.cuda._wrapper import spherical_harmonics
-    else:  # gsplat's CUDA wrapper would try to JIT-compile; its pure-torch version is exact
-        from gsplat.cuda._torch_impl import _spherical_harmonics as spherical_harmonics
-    return torch.clamp_min(spherical_harmonics(sh_degree, directions, coefficients) + 0.5, 0.0)
+    from nerfseg_plugin.splat.gsplat_private import spherical_harmonics
+
+    evaluate = spherical_harmonics(on_cuda=means.is_cuda)
+    return torch.clamp_min(evaluate(sh_degree, directions, coefficients) + 0.5, 0.0)

@@ -53,7 +53,8 @@ class RssegSplatModelConfig(SplatfactoModelConfig):
     aggregation_neighbours: int = 5
     """k nearest neighbours of each anchor (paper: 5)."""
     max_gaussians: int = 300_000
-    """Densification stops growing beyond this many Gaussians (paper: at most 300k); pruning goes on until the
+    """Densification never grows beyond this many Gaussians (paper: at most 300k): a refinement that would pass it
+    grows only its highest-gradient candidates (``CappedStrategy``); pruning goes on until the
     strategy's refine_stop_iter (stop_split_at), as gsplat's DefaultStrategy refines nothing after it."""
     pca_refit_every: int = 500
     """Training steps between refits of the fixed PCA projection shown as semantic_features_pca."""

@@ -93,7 +93,12 @@ def rasterization_dense(
     early_stop: bool = True,
 ) -> tuple[Tensor, Float[Tensor, "C H W 1"], dict]:
     """Same arguments and outputs as ``rasterization_cpu`` (meta: radii, means2d, depths, conics, opacities)."""
-    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci, _spherical_harmonics
+    from nerfseg_plugin.splat.gsplat_private import torch_impl
+
+    gsplat_torch = torch_impl()
+    _fully_fused_projection = gsplat_torch._fully_fused_projection
+    _quat_scale_to_covar_preci = gsplat_torch._quat_scale_to_covar_preci
+    _spherical_harmonics = gsplat_torch._spherical_harmonics
 
     C = viewmats.shape[0]
     covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_preci=False)

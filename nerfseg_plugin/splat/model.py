@@ -17,7 +17,7 @@ from nerfstudio.models.splatfacto import SplatfactoModel, get_viewmat
 from torch import Tensor, nn
 
 from nerfseg_plugin.compat import drop_unavailable_lpips, offline_lpips
-from nerfseg_plugin.data.dataset import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_LABELS
+from nerfseg_plugin.core.keys import PSEUDO_LABELS, PSEUDO_WEIGHTS, SEMANTIC_LABELS
 from nerfseg_plugin.semantics.colormaps import FixedPCAProjection
 from nerfseg_plugin.semantics.heads import SemanticDecoder
 from nerfseg_plugin.semantics.losses import aggregation_loss_2d, aggregation_loss_3d
@@ -27,6 +27,7 @@ from nerfseg_plugin.splat.appearance import gaussian_colors
 from nerfseg_plugin.splat.config import RssegSplatModelConfig
 from nerfseg_plugin.splat.initialization import gaussians_from_points
 from nerfseg_plugin.splat.rasterization import rasterize, resolve_backend
+from nerfseg_plugin.splat.strategy import CappedStrategy
 from nerfseg_plugin.viewer.semantic_panel import SemanticViewerMixin
 
 SEMANTIC_FEATURES = "semantic_features"
@@ -75,6 +76,8 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
         )
         self.feature_pca = FixedPCAProjection(self.config.semantic_feature_dim)
         self._pca_fit_step = -1
+        # splatfacto's densification settings, with growth that never passes max_gaussians
+        self.strategy = CappedStrategy.like(self.strategy, self.config.max_gaussians)
 
     def semantic_first_step(self) -> int:
         return self.config.semantic_start_step
@@ -88,19 +91,6 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
         groups = super().get_param_groups()
         groups["semantic_decoder"] = list(self.semantic_decoder.parameters())
         return groups
-
-    def step_post_backward(self, step: int) -> None:
-        """gsplat's strategy densifies as usual, except that it stops growing at ``max_gaussians``."""
-        # gsplat grows by image-plane gradient (grow_grad2d) and by screen size (grow_scale2d): block both.
-        thresholds = {name: getattr(self.strategy, name) for name in ("grow_grad2d", "grow_scale2d")}
-        if self.num_points >= self.config.max_gaussians:
-            for name in thresholds:
-                setattr(self.strategy, name, float("inf"))
-        try:
-            super().step_post_backward(step)
-        finally:
-            for name, value in thresholds.items():
-                setattr(self.strategy, name, value)
 
     def _rasterize(
         self,
@@ -183,6 +173,8 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
         stop_feature_geometry_grad = not self.config.semantic_geometry_gradients and torch.is_grad_enabled()
         on_cpu = resolve_backend(self.config.rasterizer_backend, self.device.type == "cuda") == "cpu"
         joint = not stop_feature_geometry_grad or on_cpu
+        # splatfacto's choice: depth only when evaluating or when output_depth_during_training asks for it
+        with_depth = self.config.output_depth_during_training or not self.training
         render, alpha, self.info = self._rasterize(
             torch.cat([colors, features], -1) if joint else colors,
             viewmat,
@@ -190,7 +182,7 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
             width,
             height,
             geometry_grad=True,
-            render_mode="RGB+ED",
+            render_mode="RGB+ED" if with_depth else "RGB",
             crop_ids=crop_ids,
             **({"geometry_grad_channels": 3} if stop_feature_geometry_grad and on_cpu else {}),
         )
@@ -199,7 +191,7 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
                 self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info
             )
         if joint:
-            feature_map = render[..., 3:-1]
+            feature_map = render[..., 3 : 3 + features.shape[-1]]
         else:
             feature_map, _, _ = self._rasterize(
                 features, viewmat, K, width, height, geometry_grad=False, render_mode="RGB", crop_ids=crop_ids
@@ -208,14 +200,17 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
         rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)
         if self.config.use_bilateral_grid and self.training and camera.metadata and "cam_idx" in camera.metadata:
             rgb = self._apply_bilateral_grid(rgb, camera.metadata["cam_idx"], height, width)
-        depth = torch.where(alpha > 0, render[..., -1:], render[..., -1:].detach().max())
+        depth = None
+        if with_depth:
+            depth = render[..., -1:]
+            depth = torch.where(alpha > 0, depth, depth.detach().max()).squeeze(0)
         if background.shape[0] == 3 and not self.training:
             background = background.expand(height, width, 3)
 
         feature_map = feature_map.squeeze(0)
         outputs = {
             "rgb": rgb.squeeze(0),
-            "depth": depth.squeeze(0),
+            "depth": depth,
             "accumulation": alpha.squeeze(0),
             "background": background,
         }

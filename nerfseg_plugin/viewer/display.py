@@ -11,7 +11,7 @@ from jaxtyping import Float
 from PIL import Image
 from torch import Tensor
 
-from nerfseg_plugin.semantics.label_space import LabelSpace
+from nerfseg_plugin.core.label_space import LabelSpace
 from nerfseg_plugin.semantics.outputs import SEMANTIC_COLORMAP, SEMANTIC_LOGITS, predicted_labels
 
 ALL_CLASSES = "(all classes)"

@@ -24,13 +24,8 @@ from nerfstudio.viewer.viewer_elements import (
 )
 from torch import Tensor
 
-from nerfseg_plugin.semantics.colormaps import FixedPCAProjection
-from nerfseg_plugin.semantics.label_space import LabelSpace
-from nerfseg_plugin.semantics.outputs import SEMANTIC_FEATURES_PCA
+from nerfseg_plugin.core.label_space import LabelSpace
 from nerfseg_plugin.viewer.display import ALL_CLASSES, highlight_colormap, legend_markdown
-
-RENDERED_FEATURES = "semantic_features"
-"""Rendered feature map a model may output instead of its PCA (rsseg-nerf); the panel projects it."""
 
 
 class ViewerMarkdown(ViewerElement[str]):
@@ -140,8 +135,6 @@ class SemanticViewerMixin:
         self.semantic_viewer_5_click = ViewerButton("Click to correct", lambda _: control.arm())
         self.semantic_viewer_6_undo = ViewerButton("Undo last correction", lambda _: control.undo())
         self.semantic_viewer_7_status = ViewerMarkdown("Status", "Pick a class, then *Click to correct*.")
-        # A plain attribute, not a submodule: checkpoints of the model stay as they were.
-        object.__setattr__(self, "_viewer_feature_pca", None)
 
     def highlighted_class(self) -> int | None:
         choice = self.semantic_viewer_2_highlight.value
@@ -152,11 +145,5 @@ class SemanticViewerMixin:
         return self.decorate_semantic_outputs(outputs)
 
     def decorate_semantic_outputs(self, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Add the fixed-PCA view where the model renders raw features only, and apply the class highlight."""
-        if SEMANTIC_FEATURES_PCA not in outputs and RENDERED_FEATURES in outputs:
-            features = outputs[RENDERED_FEATURES]
-            if self._viewer_feature_pca is None:  # fitted on the first rendered view, then frozen
-                object.__setattr__(self, "_viewer_feature_pca", FixedPCAProjection(features.shape[-1]))
-            pca = self._viewer_feature_pca.to(features.device)
-            outputs = {**outputs, SEMANTIC_FEATURES_PCA: pca(features)}
+        """Apply the class highlight (both models render their fixed-PCA feature view themselves)."""
         return highlight_colormap(outputs, self.highlighted_class(), float(self.semantic_viewer_3_dim.value))

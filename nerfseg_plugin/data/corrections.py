@@ -17,10 +17,10 @@ import numpy as np
 from jaxtyping import UInt8
 from PIL import Image
 
-from nerfseg_plugin.atomic import write_atomic
-from nerfseg_plugin.data.dataset import NO_CORRECTION
-from nerfseg_plugin.data.scene_validation import read_label_map
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.atomic import write_atomic
+from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.keys import NO_CORRECTION
+from nerfseg_plugin.core.scene_io import read_label_map
 
 CORRECTIONS_DIR = "corrections"
 MANIFEST_NAME = "manifest.json"
@@ -181,3 +181,25 @@ class CorrectionStore:
         self.corrections.pop()
         (self.directory / last.file_name).unlink(missing_ok=True)
         return last
+
+
+@dataclass
+class RegionConfig:
+    """How a click becomes a labeled region."""
+
+    tolerance: float = 0.06
+    """Flood fill: largest distance to the clicked pixel's descriptor that still joins the region."""
+    colour_weight: float = 1.0
+    """Weight of the rendered RGB distance (Euclidean, RGB in [0, 1]) in the descriptor distance."""
+    probability_weight: float = 0.25
+    """Weight of the class-probability distance (Euclidean between softmax vectors, at most sqrt(2))."""
+    max_area_fraction: float = 0.2
+    """Largest region, as a fraction of the image; the tolerance is halved until the region fits."""
+    min_radius: int = 1
+    """The region always contains this disk around the click (a click on a single outlier pixel still labels)."""
+    sam2_checkpoint: Path | None = None
+    """Local SAM2 checkpoint: when set, a SAM2 point prompt on the rendered image gives the region instead."""
+    sam2_config: str | None = None
+    """Packaged SAM2 config name (None: inferred from the checkpoint's file name)."""
+    sam2_image_size: int | None = None
+    """SAM2 input resolution override (None: the config's)."""

@@ -24,5 +24,10 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def write_text_atomic(path: Path, text: str) -> Path:
+    """UTF-8 ``text`` onto ``path``, atomically."""
+    return write_atomic(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+
+
 def write_json_atomic(path: Path, data) -> Path:
-    return write_atomic(path, lambda temp: temp.write_text(json.dumps(data, indent=2), encoding="utf-8"))
+    return write_text_atomic(path, json.dumps(data, indent=2))

@@ -1,8 +1,5 @@
-"""Label transfer through geometry: pinhole projection, a depth-tested visibility check and soft voting.
-
-Conventions: cameras are nerfstudio's (camera-to-world, OpenGL axes: x right, y up, looking down -z), depth maps hold
-z-depth (distance along the viewing axis, ``inf`` where unknown) and pixel ``(row, col)`` has its centre at
-``(u, v) = (col + 0.5, row + 0.5)``, as in nerfstudio's ray generation.
+"""Label transfer through geometry: a depth-tested visibility check and soft voting (camera model:
+:mod:`nerfseg_plugin.core.geometry`, whose conventions apply).
 
 The vote follows GNeSF (paper 004) without its learned parts: a target pixel's surface point is projected into every
 labeled view; views that do not see it (outside the image, or the depth test says another surface is in front) are
@@ -20,81 +17,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
-from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor
 
-
-@dataclass(frozen=True)
-class PinholeView:
-    """One undistorted pinhole camera."""
-
-    c2w: Float[Tensor, "3 4"]
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-
-    @property
-    def origin(self) -> Float[Tensor, "3"]:
-        return self.c2w[:, 3]
-
-
-def views_from_cameras(cameras: Cameras) -> list[PinholeView]:
-    """Per-camera pinhole views (callers reject lens distortion beforehand)."""
-    c2w = cameras.camera_to_worlds.float()
-    return [
-        PinholeView(
-            c2w=c2w[i],
-            fx=float(cameras.fx[i]),
-            fy=float(cameras.fy[i]),
-            cx=float(cameras.cx[i]),
-            cy=float(cameras.cy[i]),
-            width=int(cameras.width[i]),
-            height=int(cameras.height[i]),
-        )
-        for i in range(len(cameras))
-    ]
-
-
-def pixel_centres(view: PinholeView, device: torch.device | None = None) -> Float[Tensor, "hw 2"]:
-    """``(u, v)`` of every pixel centre, row-major."""
-    rows, cols = torch.meshgrid(
-        torch.arange(view.height, device=device), torch.arange(view.width, device=device), indexing="ij"
-    )
-    return torch.stack([cols.reshape(-1) + 0.5, rows.reshape(-1) + 0.5], -1).float()
-
-
-def backproject(view: PinholeView, depth: Float[Tensor, "h w"]) -> Float[Tensor, "hw 3"]:
-    """World points of every pixel at its z-depth (non-finite where the depth is unknown)."""
-    uv = pixel_centres(view, depth.device)
-    z = depth.reshape(-1)
-    camera = torch.stack([(uv[:, 0] - view.cx) / view.fx * z, -(uv[:, 1] - view.cy) / view.fy * z, -z], -1)
-    c2w = view.c2w.to(depth.device)
-    return camera @ c2w[:, :3].T + c2w[:, 3]
-
-
-def project(view: PinholeView, points: Float[Tensor, "n 3"]) -> tuple[Float[Tensor, "n 2"], Float[Tensor, " n"]]:
-    """Pixel coordinates ``(u, v)`` and z-depth of world points (z <= 0: behind the camera)."""
-    c2w = view.c2w.to(points.device)
-    camera = (points - c2w[:, 3]) @ torch.linalg.inv(c2w[:, :3]).T
-    z = -camera[:, 2]
-    safe_z = torch.where(z.abs() > 1e-9, z, torch.full_like(z, 1e-9))
-    uv = torch.stack([view.cx + view.fx * camera[:, 0] / safe_z, view.cy - view.fy * camera[:, 1] / safe_z], -1)
-    return uv, z
-
-
-def inside_image(view: PinholeView, uv: Float[Tensor, "n 2"], z: Float[Tensor, " n"]) -> Bool[Tensor, " n"]:
-    return (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < view.width) & (uv[:, 1] >= 0) & (uv[:, 1] < view.height)
-
-
-def sample_nearest(image: Float[Tensor, "h w"], uv: Float[Tensor, "n 2"]) -> Float[Tensor, " n"]:
-    """Value of the pixel containing each ``uv`` (callers mask coordinates outside the image)."""
-    height, width = image.shape
-    cols = uv[:, 0].floor().long().clamp(0, width - 1)
-    rows = uv[:, 1].floor().long().clamp(0, height - 1)
-    return image[rows, cols]
+from nerfseg_plugin.core.geometry import PinholeView, backproject, inside_image, project, sample_nearest
 
 
 def sample_class_distribution(

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nerfseg_plugin.data.scene_validation import read_label_map
+from nerfseg_plugin.core.scene_io import read_label_map
 
 PSEUDO_LABEL_ROOT = "pseudo_labels"
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from nerfseg_plugin.data.scene_validation import collect_frame_labels, load_transforms
-from nerfseg_plugin.pseudolabels.files import PSEUDO_LABEL_ROOT, pseudo_label_paths
+from nerfseg_plugin.core.pseudo_label_files import PSEUDO_LABEL_ROOT, pseudo_label_paths
+from nerfseg_plugin.core.scene_io import load_transforms
+from nerfseg_plugin.data.scene_validation import collect_frame_labels
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"

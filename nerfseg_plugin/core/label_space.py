@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nerfseg_plugin.errors import SceneFormatError
+from nerfseg_plugin.core.errors import SceneFormatError
 
 DEFAULT_IGNORE_INDEX = 255
 
