@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nerfseg_plugin.appearance.reach import ReachView, geometric_reach
-from nerfseg_plugin.pseudolabels.geometry import PinholeView
+from nerfseg_plugin.core.geometry import PinholeView
 
 IGNORE = 255
 SIZE = 32

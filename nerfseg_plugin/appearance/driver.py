@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from nerfstudio.models.splatfacto import SplatfactoModel
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfseg_plugin.appearance.config import AppearanceConfig
 from nerfseg_plugin.appearance.rounds import AppearanceRounds, RoundView, round_steps
+from nerfseg_plugin.core.geometry import depth_convention
 from nerfseg_plugin.core.keys import SEMANTIC_GT, SEMANTIC_LABELS
 from nerfseg_plugin.semantics.metrics import ConfusionMatrix, SegmentationMetrics
 from nerfseg_plugin.semantics.outputs import SEMANTIC_LOGITS
@@ -52,7 +52,7 @@ class AppearanceDriver:
         camera = camera.to(self.model.device)
         outputs = self.model.render_view(camera, image.to(self.model.device))
         depth = outputs["depth"]
-        if not isinstance(self.model, SplatfactoModel):  # a NeRF renders the distance along unit rays: to z-depth
+        if depth_convention(self.model) == "ray":  # a NeRF renders the distance along unit rays: to z-depth
             rays = camera.generate_rays(camera_indices=0, keep_shape=True)
             depth = depth / rays.metadata["directions_norm"].to(depth.device)
         return outputs[SEMANTIC_LOGITS], depth, outputs["accumulation"]

@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from nerfseg_plugin.pseudolabels.geometry import PinholeView, backproject, inside_image, project, sample_nearest
+from nerfseg_plugin.core.geometry import PinholeView, backproject, inside_image, project, sample_nearest
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,7 @@ class ReachView:
     labels: Int[Tensor, "h w"]
 
 
-def geometric_reach(
-    views: Sequence[ReachView], ignore_index: int, depth_tolerance: float
-) -> list[Bool[Tensor, "h w"]]:
+def geometric_reach(views: Sequence[ReachView], ignore_index: int, depth_tolerance: float) -> list[Bool[Tensor, "h w"]]:
     """Per view, the pixels whose rendered surface point a labeled view sees at one of its labeled pixels (labeled
     pixels of the view itself included)."""
     sources = [view for view in views if bool((view.labels != ignore_index).any())]

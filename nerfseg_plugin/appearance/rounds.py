@@ -23,7 +23,7 @@ from nerfseg_plugin.appearance.config import AppearanceConfig
 from nerfseg_plugin.appearance.model import AppearanceModel, AppearanceView, fit_size
 from nerfseg_plugin.appearance.reach import ReachView, geometric_reach
 from nerfseg_plugin.appearance.targets import AppearanceTargets
-from nerfseg_plugin.pseudolabels.geometry import views_from_cameras
+from nerfseg_plugin.core.geometry import views_from_cameras
 
 Renderer = Callable[[Cameras, Tensor], tuple[Tensor, Tensor, Tensor]]
 """Renders one camera (``[1]`` Cameras at the wanted resolution) given that view's image at the same resolution:
@@ -112,9 +112,7 @@ class AppearanceRounds:
         return torch.cat(channels, 0).to(torch.float16)
 
     @torch.no_grad()
-    def _render_all(
-        self, views: Sequence[RoundView], render: Renderer, with_reach: bool
-    ) -> list[dict[str, Tensor]]:
+    def _render_all(self, views: Sequence[RoundView], render: Renderer, with_reach: bool) -> list[dict[str, Tensor]]:
         """Each view's image, labels and 3D renders at the 2D model's size. The 3D field may render smaller
         (``render_max_side``: a NeRF's renders are slow on a CPU) and is then resized up to it. ``with_reach``: also
         the render-size camera, depth and labels for the geometric reach test."""
@@ -155,7 +153,8 @@ class AppearanceRounds:
             [entry["reach_view"] for entry in rendered], self.ignore_index, self.config.reach_depth_tolerance
         )
         geometric = [
-            _resize(mask, tuple(entry["labels"].shape), "nearest").bool() for mask, entry in zip(geometric, rendered)
+            _resize(mask, tuple(entry["labels"].shape), "nearest").bool()
+            for mask, entry in zip(geometric, rendered, strict=True)
         ]
         if self.config.reach == "geometry":
             return geometric
@@ -199,7 +198,9 @@ class AppearanceRounds:
             )
         if self._reached is None:
             self._reached = self._first_round_reach(rendered, reached)
-            reach_share = sum(int((r & (e["labels"] == ignore)).sum()) for r, e in zip(self._reached, rendered))
+            reach_share = sum(
+                int((r & (e["labels"] == ignore)).sum()) for r, e in zip(self._reached, rendered, strict=True)
+            )
         else:
             reach_share = None
         if self.model is None:
