@@ -47,12 +47,15 @@ Method = Literal["rsseg-splat-lite", "rsseg-nerf-lite", "unet", "colour"]
 METHODS_3D = ("rsseg-splat-lite", "rsseg-nerf-lite")
 AUGMENTATION = "rendered-labels"
 NO_PSEUDO_LABELS = "--pipeline.datamanager.pseudo-labels off"
+WITH_PSEUDO_LABELS = "--pipeline.datamanager.pseudo-labels auto"
+"""Pseudo-labels are off by default since the 2D appearance model; older tables' "full" rows trained with them."""
 NO_APPEARANCE = "--pipeline.appearance.enabled False"
 ONE_ROUND = "--pipeline.appearance.rounds 0.45"
 ABLATIONS: dict[str, dict[str, str]] = {
     "rsseg-splat-lite": {
         "full": "",
         "no-pseudo-labels": NO_PSEUDO_LABELS,
+        "pseudo-labels": WITH_PSEUDO_LABELS,
         "no-aggregation-2d": "--pipeline.model.aggregation-2d-weight 0",
         "no-aggregation-3d": "--pipeline.model.aggregation-3d-weight 0",
         "semantics-move-geometry": "--pipeline.model.semantic-geometry-gradients True",
@@ -65,6 +68,7 @@ ABLATIONS: dict[str, dict[str, str]] = {
     "rsseg-nerf-lite": {
         "full": "",
         "no-pseudo-labels": NO_PSEUDO_LABELS,
+        "pseudo-labels": WITH_PSEUDO_LABELS,
         "no-ray-conv": "--pipeline.model.use-ray-convolution False",
         "no-colour-radiance": "--pipeline.model.use-colour-radiance False",
         "3d-only": NO_APPEARANCE,
@@ -99,8 +103,8 @@ class MatrixConfig:
     """Labeled views of each generated scene."""
     pseudo_labels: Literal["none", "vote", "sam2+vote"] = "sam2+vote"
     """Pseudo-label set generated for every scene before the 3D runs (rsseg-pseudo-labels; sam2+vote uses
-    superpixel regions here, no SAM2 weights), scored against the evaluation maps; "full" runs train with it and
-    "no-pseudo-labels" without. none: generate nothing."""
+    superpixel regions here, no SAM2 weights), scored against the evaluation maps; "pseudo-labels" runs train with
+    it ("full" and "no-pseudo-labels" do not: pseudo-labels are off by default). none: generate nothing."""
     methods: tuple[Method, ...] = ("rsseg-splat-lite", "rsseg-nerf-lite", "unet", "colour")
     """Methods to run."""
     ablations: tuple[str, ...] = ("full", AUGMENTATION)

@@ -322,7 +322,9 @@ def test_pipeline_step_generates_the_set_before_the_datamanager_reads_it(depth_s
 
     scene = _copy_scene(depth_scene, tmp_path)
     config = RssegFullImageDatamanagerConfig(dataparser=RssegDataParserConfig(data=scene))
-    assert prepare_pseudo_labels(config) is None and pseudo_label_folder(config) is None  # auto, nothing cached
+    assert prepare_pseudo_labels(config) is None and pseudo_label_folder(config) is None  # off by default
+    config.pseudo_labels = "auto"
+    assert pseudo_label_folder(config) is None  # auto, nothing cached
     config.generate_pseudo_labels = "vote"
     with pytest.raises(ValueError, match="no valid 'vote' pseudo-labels"):
         pseudo_label_folder(config)  # the datamanager itself never generates
@@ -332,8 +334,9 @@ def test_pipeline_step_generates_the_set_before_the_datamanager_reads_it(depth_s
     config.generate_pseudo_labels = None
     assert pseudo_label_folder(config) == directory  # auto now finds the generated set
     config.pseudo_labels = "off"
+    assert pseudo_label_folder(config) is None  # off (the default) ignores a cached set
     config.generate_pseudo_labels = "vote"
-    assert prepare_pseudo_labels(config) is None and pseudo_label_folder(config) is None  # off wins
+    assert prepare_pseudo_labels(config) == directory and pseudo_label_folder(config) == directory  # asked: used
 
 
 def test_generation_never_reads_the_evaluation_labels(depth_scene: Path, tmp_path: Path) -> None:

@@ -92,9 +92,9 @@ def load_scene(data: Path) -> SceneData:
 def prepare_pseudo_labels(datamanager_config) -> Path | None:
     """The step before training that ``--pipeline.datamanager.generate-pseudo-labels`` asks for: generate that set
     with default settings unless a valid cache exists (the datamanager then reads it from the cache). None when
-    nothing is to be generated (no method asked, pseudo-labels off, or an explicit folder)."""
+    nothing is to be generated (no method asked, or an explicit folder)."""
     method = getattr(datamanager_config, "generate_pseudo_labels", None)
-    if method is None or datamanager_config.pseudo_labels == "off" or datamanager_config.pseudo_label_dir is not None:
+    if method is None or datamanager_config.pseudo_label_dir is not None:
         return None
     from nerfseg_plugin.pseudolabels.cli import PseudoLabelConfig
 
