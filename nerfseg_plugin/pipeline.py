@@ -25,6 +25,8 @@ from nerfseg_plugin.semantics.model_mixin import SemanticModelMixin, semantic_me
 
 SEMANTIC_SUMMARY_KEYS = ("miou", "total_accuracy", "average_accuracy")
 REPORT_FOLDER = "semantic_report"
+APPEARANCE_2D_FOLDER = "appearance_2d"
+"""Inside the report folder: the 2D appearance model's own label maps of the scored views (labels/, labels_colour/)."""
 
 
 class WithPixelColours:
@@ -150,12 +152,15 @@ class RssegPipeline(VanillaPipeline):
             self._keep_label_maps = False
         scored_2d = self.appearance.score_2d(self.datamanager.eval_dataset) if self.appearance is not None else None
         if scored_2d is not None:  # the 2D model alone, for the ablation's "2D only" figure
+            scores_2d, label_maps_2d = scored_2d
             metrics.update(
                 {
                     f"appearance_2d/{k}": v
-                    for k, v in semantic_metrics_dict(scored_2d, self.model.label_space, per_class=True).items()
+                    for k, v in semantic_metrics_dict(scores_2d, self.model.label_space, per_class=True).items()
                 }
             )
+            for stem, labels in label_maps_2d.items():
+                save_label_map(output_dir / APPEARANCE_2D_FOLDER, stem, labels, self.model.label_space)
         if step is not None:  # tensorboard / wandb, under nerfstudio's name for all-image evaluations
             writer.put_dict(name="Eval Images Metrics Dict (all images)", scalar_dict=metrics, step=step)
             writer.write_out_storage()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nerfseg_plugin.appearance.reach import ReachView, geometric_reach
-from nerfseg_plugin.core.geometry import PinholeView
+from nerfseg_plugin.core.geometry import PinholeView, visible_in
 
 IGNORE = 255
 SIZE = 32
@@ -62,3 +62,23 @@ def test_pixels_without_a_rendered_surface_are_not_reached() -> None:
     ]
     reach = geometric_reach(views, IGNORE, depth_tolerance=0.03)
     assert not reach[1][:8].any() and reach[1][8:].all()
+
+
+def test_visible_in_keeps_candidates_in_view_and_at_the_rendered_depth() -> None:
+    view = _nadir_view(0.0)
+    depth = _flat_ground_depth()
+    depth[:, : SIZE // 2] = 5.0  # a roof 5 m up covers the left half (-x) of the image
+    points = torch.tensor(
+        [
+            [1.0, 0.0, 0.0],  # ground, right half: visible
+            [-1.0, 0.0, 0.0],  # ground under the roof: occluded
+            [-1.0, 0.0, 5.0],  # the roof itself: visible
+            [100.0, 0.0, 0.0],  # outside the image
+            [2.0, 0.0, 0.0],  # visible but not a candidate
+        ]
+    )
+    candidates = torch.tensor([True, True, True, True, False])
+    index, uv = visible_in(view, depth, points, candidates, depth_tolerance=0.03)
+    assert index.tolist() == [0, 2]
+    # x = 1 m at 10 m depth is 3.2 px right of the centre; x = -1 m at 5 m depth is 6.4 px left
+    assert torch.allclose(uv, torch.tensor([[16 + 3.2, 16.0], [16 - 6.4, 16.0]]))

@@ -75,6 +75,9 @@ def test_training_writes_its_semantic_report(trained_run: Path, tiny_scene: Path
     assert metrics["miou"] > chance
     eval_stems = sorted(Path(f["file_path"]).stem for f in meta["frames"] if "semantic_eval_path" in f)
     assert sorted(p.stem for p in (report / "labels").glob("*.png")) == eval_stems
+    # the 2D appearance model alone, on the same views (all evaluation views are training views here)
+    assert 0.0 <= metrics["appearance_2d/miou"] <= 1.0
+    assert sorted(p.stem for p in (report / "appearance_2d" / "labels").glob("*.png")) == eval_stems
 
 
 def test_ns_eval_loads_the_checkpoint_and_reports_dataset_metrics(trained_run: Path) -> None:

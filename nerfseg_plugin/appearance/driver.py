@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -69,16 +70,17 @@ class AppearanceDriver:
         self.model.set_appearance_targets(targets, self.config.loss_weight)
         CONSOLE.print(f"[bold]{self.rounds.summaries[-1].line()}")
 
-    def score_2d(self, eval_dataset) -> SegmentationMetrics | None:
+    def score_2d(self, eval_dataset) -> tuple[SegmentationMetrics, dict[str, np.ndarray]] | None:
         """The 2D model's latest predictions scored on the evaluation views that are also training views (the
-        transductive setting), for the report's "2D only" figure. None before the first round or without overlap."""
+        transductive setting), for the report's "2D only" figure, with those label maps by image stem (the
+        ablation's view consistency). None before the first round or without overlap."""
         targets = self.rounds.targets
         if targets is None:
             return None
         train_index = {Path(name).name: i for i, name in enumerate(self.datamanager.train_dataset.image_filenames)}
         label_space = self.model.label_space
         confusion = ConfusionMatrix(label_space.num_classes, label_space.ignore_index)
-        scored = 0
+        label_maps: dict[str, np.ndarray] = {}
         for index, name in enumerate(eval_dataset.image_filenames):
             if Path(name).name not in train_index:
                 continue
@@ -89,5 +91,5 @@ class AppearanceDriver:
             if labels.shape != gt.shape:
                 labels = F.interpolate(labels[None, None].float(), size=tuple(gt.shape), mode="nearest")[0, 0]
             confusion.update(labels.long(), gt)
-            scored += 1
-        return confusion.compute() if scored else None
+            label_maps[Path(name).stem] = labels.to(torch.uint8).cpu().numpy()
+        return (confusion.compute(), label_maps) if label_maps else None

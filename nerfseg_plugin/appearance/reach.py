@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from nerfseg_plugin.core.geometry import PinholeView, backproject, inside_image, project, sample_nearest
+from nerfseg_plugin.core.geometry import PinholeView, backproject, sample_nearest, visible_in
 
 
 @dataclass(frozen=True)
@@ -38,18 +38,11 @@ def geometric_reach(views: Sequence[ReachView], ignore_index: int, depth_toleran
         points = backproject(target.view, target.depth)
         known = torch.isfinite(points).all(-1) & torch.isfinite(target.depth.reshape(-1))
         seen = labeled_here.reshape(-1).clone()
-        safe_points = torch.where(known[:, None], points, torch.zeros_like(points))
         for source in sources:
             if source is target:
                 continue
-            uv, z = project(source.view, safe_points)
-            candidate = known & ~seen & inside_image(source.view, uv, z)
-            index = candidate.nonzero().squeeze(-1)
-            if index.numel() == 0:
-                continue
-            surface = sample_nearest(source.depth, uv[index])
-            label = sample_nearest(source.labels.float(), uv[index])
-            visible = torch.isfinite(surface) & ((z[index] - surface).abs() <= depth_tolerance * surface)
-            seen[index[visible & (label != ignore_index)]] = True
+            index, uv = visible_in(source.view, source.depth, points, known & ~seen, depth_tolerance)
+            label = sample_nearest(source.labels.float(), uv)
+            seen[index[label != ignore_index]] = True
         reached.append(seen.reshape(labeled_here.shape))
     return reached

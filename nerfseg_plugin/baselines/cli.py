@@ -74,12 +74,17 @@ class BaselineRun:
         return report
 
 
-def _consistency(
-    run: BaselineRun, scene: BaselineScene, predictions: dict[int, np.ndarray], ground_truth: dict[int, np.ndarray]
+def point_zbuffer_consistency(
+    scene: BaselineScene,
+    predictions: dict[int, np.ndarray],
+    ground_truth: dict[int, np.ndarray],
+    depth_tolerance: float,
+    zbuffer_cell: int,
 ) -> tuple[ConsistencyResult, ConsistencyResult]:
-    """Consistency of the predictions and of the ground truth of the same views (the score's ceiling)."""
+    """Consistency of label maps (frame index -> map) and of the ground truth of the same views (the score's
+    ceiling), with visibility from a z-buffer of the sparse points: the test any method's label maps can take."""
     views = [scene.views[i] for i in predictions]
-    depths = [point_zbuffer_depth(scene.points, view, run.zbuffer_cell) for view in views]
+    depths = [point_zbuffer_depth(scene.points, view, zbuffer_cell) for view in views]
     return tuple(
         view_consistency(
             scene.points,
@@ -87,7 +92,7 @@ def _consistency(
             [maps[i] for i in predictions],
             depths,
             scene.label_space.num_classes,
-            run.depth_tolerance,
+            depth_tolerance,
             "point-zbuffer",
         )
         for maps in (predictions, ground_truth)
@@ -131,7 +136,9 @@ def run_baseline(run: BaselineRun, scene: BaselineScene) -> dict:
     consistency, reference = None, None
     if run.consistency and scene.points is not None:
         ground_truth = {index: view.labels for index, view in evaluation}
-        consistency, reference = _consistency(run, scene, predictions, ground_truth)
+        consistency, reference = point_zbuffer_consistency(
+            scene, predictions, ground_truth, run.depth_tolerance, run.zbuffer_cell
+        )
     return write_report(
         run.output_dir,
         confusion.compute(),

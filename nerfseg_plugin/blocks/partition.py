@@ -10,7 +10,6 @@ is a concatenation.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import numpy as np
 
 from nerfseg_plugin.core.atomic import write_json_atomic
 from nerfseg_plugin.core.errors import SceneFormatError
-from nerfseg_plugin.core.scene_io import load_transforms, write_points
+from nerfseg_plugin.core.scene_io import load_transforms, read_json, write_points
 from nerfseg_plugin.data.scene_validation import collect_frame_labels
 
 PLAN_FILE = "partition.json"
@@ -281,8 +280,7 @@ def partition_scene(
 
 
 def load_plan(output_dir: Path) -> dict:
-    path = output_dir / PLAN_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise SceneFormatError(path, f"unreadable block plan: {err}") from None
+    plan = read_json(output_dir / PLAN_FILE, "block plan")
+    if not isinstance(plan, dict):
+        raise SceneFormatError(output_dir / PLAN_FILE, "the block plan must be a JSON object")
+    return plan

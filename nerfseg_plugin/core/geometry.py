@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor
 
@@ -105,6 +105,25 @@ def sample_nearest(image: Float[Tensor, "h w"], uv: Float[Tensor, "n 2"]) -> Flo
     cols = uv[:, 0].floor().long().clamp(0, width - 1)
     rows = uv[:, 1].floor().long().clamp(0, height - 1)
     return image[rows, cols]
+
+
+def visible_in(
+    view: PinholeView,
+    depth: Float[Tensor, "h w"],
+    points: Float[Tensor, "n 3"],
+    candidates: Bool[Tensor, " n"],
+    depth_tolerance: float,
+) -> tuple[Int[Tensor, " m"], Float[Tensor, "m 2"]]:
+    """Depth-tested visibility: which of the ``candidates`` points ``view`` sees (inside the image, in front, and
+    within ``depth_tolerance`` (a fraction) of the view's z-depth map at the projected pixel). Returns the indices
+    of the visible points and their pixel coordinates in ``view``."""
+    safe_points = torch.where(candidates[:, None], points, torch.zeros_like(points))
+    uv, z = project(view, safe_points)
+    index = (candidates & inside_image(view, uv, z)).nonzero().squeeze(-1)
+    uv, z = uv[index], z[index]
+    surface = sample_nearest(depth.to(points.device), uv)
+    visible = torch.isfinite(surface) & ((z - surface).abs() <= depth_tolerance * surface)
+    return index[visible], uv[visible]
 
 
 def view_from_cameras(cameras: Cameras, index: int = 0) -> PinholeView:

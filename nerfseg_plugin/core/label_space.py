@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.scene_io import read_json
 
 DEFAULT_IGNORE_INDEX = 255
 
@@ -92,10 +93,5 @@ class LabelSpace:
 
     @classmethod
     def load(cls, path: Path) -> LabelSpace:
-        if not path.is_file():
-            raise SceneFormatError(path, "classes.json is missing (it lists the class names and colours)")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise SceneFormatError(path, f"malformed JSON: {err}") from None
+        data = read_json(path, "classes.json", missing="it lists the class names and colours")
         return cls.from_dict(data, source=path)

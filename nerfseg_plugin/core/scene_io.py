@@ -18,17 +18,23 @@ SINGLE_CHANNEL_LABEL_MODES = ("L", "P")
 """8-bit single-channel PNG modes: grey values or palette indices are both class indices."""
 
 
+def read_json(path: Path, what: str, missing: str = "") -> object:
+    """Parse a JSON file the user or an earlier step wrote; a missing or malformed file is a
+    :class:`SceneFormatError` naming it (``what`` says which file it is; ``missing`` adds why it is needed)."""
+    if not path.is_file():
+        raise SceneFormatError(path, f"{what} is missing{f' ({missing})' if missing else ''}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SceneFormatError(path, f"malformed JSON in {what}: {err}") from None
+
+
 def load_transforms(data: Path) -> tuple[dict, Path]:
     """Read transforms.json (``data`` is the scene folder or the json itself); returns (meta, scene folder)."""
     path = data if data.suffix == ".json" else data / "transforms.json"
     if not data.exists():
         raise SceneFormatError(data, "scene folder does not exist")
-    if not path.is_file():
-        raise SceneFormatError(path, "transforms.json is missing")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SceneFormatError(path, f"malformed JSON: {err}") from None
+    meta = read_json(path, "transforms.json")
     if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list) or not meta["frames"]:
         raise SceneFormatError(path, "needs a non-empty 'frames' list")
     return meta, path.parent

@@ -20,7 +20,7 @@ from PIL import Image
 from nerfseg_plugin.core.atomic import write_atomic
 from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.core.keys import NO_CORRECTION
-from nerfseg_plugin.core.scene_io import read_label_map
+from nerfseg_plugin.core.scene_io import read_json, read_label_map
 
 CORRECTIONS_DIR = "corrections"
 MANIFEST_NAME = "manifest.json"
@@ -93,10 +93,7 @@ class CorrectionStore:
         path = self.manifest_path
         if not path.exists():
             return []
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise SceneFormatError(path, f"unreadable corrections manifest: {err}") from None
+        data = read_json(path, "corrections manifest")
         if not isinstance(data, dict) or not isinstance(data.get("corrections"), list):
             raise SceneFormatError(path, "expected {'schema_version': 1, 'corrections': [...]}")
         if data.get("schema_version") != SCHEMA_VERSION:

@@ -8,7 +8,6 @@ mismatches raise SceneFormatError naming the export file and the shape.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from PIL import Image, ImageDraw
 
 from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.core.label_space import LabelSpace
+from nerfseg_plugin.core.scene_io import read_json
 
 LABEL_MAP_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 
@@ -32,10 +32,7 @@ def is_annotation_export(source: Path) -> bool:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SceneFormatError(path, f"unreadable annotation JSON: {err}") from None
+    data = read_json(path, "annotation JSON")
     if not isinstance(data, dict):
         raise SceneFormatError(path, "annotation JSON must be an object")
     return data

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from nerfseg_plugin.core.geometry import PinholeView, backproject, inside_image, project, sample_nearest
+from nerfseg_plugin.core.geometry import PinholeView, backproject, visible_in
 
 
 def sample_class_distribution(
@@ -104,15 +104,9 @@ def vote_view(
     observed = torch.zeros(height * width, dtype=torch.bool, device=device)
     inv_two_sigma_sq = 1.0 / (2 * math.radians(config.angle_sigma_deg) ** 2)
     for source in sources:
-        uv, z = project(source.view, torch.where(known[:, None], points, torch.zeros_like(points)))
-        candidate = known & inside_image(source.view, uv, z)
-        index = candidate.nonzero().squeeze(-1)
+        index, uv_c = visible_in(source.view, source.depth, points, known, config.depth_tolerance)
         if index.numel() == 0:
             continue
-        uv_c, z_c = uv[index], z[index]
-        surface = sample_nearest(source.depth.to(device), uv_c)
-        visible = torch.isfinite(surface) & ((z_c - surface).abs() <= config.depth_tolerance * surface)
-        index, uv_c = index[visible], uv_c[visible]
         observed[index] = True
         source_rays = F.normalize(points[index] - source.view.origin.to(device), dim=-1)
         cosine = (source_rays * target_rays[index]).sum(-1).clamp(-1.0, 1.0)
