@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.process import cli, sfm
 from nerfseg_plugin.process.cli import main
 from nerfseg_plugin.process.config import ProcessDataConfig
+from nerfseg_plugin.process.exif import DATETIME_ORIGINAL, EXIF_IFD, PhotoExif
+from nerfseg_plugin.process.pairs import capture_order, sequential_pairs
 from nerfseg_plugin.process.resample import FrameResampler, max_distortion_px
 from nerfseg_plugin.process.scene_writer import opengl_camera_to_world
 from nerfseg_plugin.process.sfm import RegistrationError
@@ -371,3 +374,62 @@ def test_colmap_pose_becomes_opengl_camera_to_world() -> None:
     np.testing.assert_allclose(c2w[:3, 3], centre, atol=1e-12)
     np.testing.assert_allclose(-c2w[:3, 2], [0.0, 0.0, -1.0], atol=1e-12)  # OpenGL looks along -z: down
     np.testing.assert_allclose(c2w[:3, 1], [0.0, 1.0, 0.0], atol=1e-12)  # image up = world +y (COLMAP y was -y)
+
+
+def _timed_photo_exif(moment: datetime) -> bytes:
+    exif = Image.Exif()
+    exif[EXIF_IFD] = {DATETIME_ORIGINAL: moment.strftime("%Y:%m:%d %H:%M:%S")}
+    return exif.tobytes()
+
+
+def test_capture_order_sorts_by_time_and_needs_every_time() -> None:
+    start = datetime(2026, 5, 1, 10, 0, 0)
+    exif = {
+        "b.jpg": PhotoExif(capture_time=start + timedelta(seconds=2)),
+        "a.jpg": PhotoExif(capture_time=start + timedelta(seconds=2)),  # same second: file-name order
+        "c.jpg": PhotoExif(capture_time=start),
+    }
+    assert capture_order(["a.jpg", "b.jpg", "c.jpg"], exif) == ["c.jpg", "a.jpg", "b.jpg"]
+    exif["d.jpg"] = PhotoExif()
+    assert capture_order(["a.jpg", "b.jpg", "c.jpg", "d.jpg"], exif) is None
+
+
+def test_sequential_pairs_follow_colmaps_rule() -> None:
+    order = [f"p{i}" for i in range(10)]
+    pairs = sequential_pairs(order, overlap=3)
+    # steps 1..3 plus the powers of two 1, 2, 4 ahead
+    expected = {(f"p{i}", f"p{i + s}") for i in range(10) for s in (1, 2, 3, 4) if i + s < 10}
+    assert set(pairs) == expected and len(pairs) == len(expected)
+    linear = {pair for pair in expected if int(pair[1][1:]) - int(pair[0][1:]) <= 3}
+    assert set(sequential_pairs(order, overlap=3, quadratic=False)) == linear
+
+
+def test_sequential_matching_follows_capture_time_not_file_names(truth: Path, tmp_path: Path) -> None:
+    """Photos renamed out of flight order (as after merging cards) still register: with overlap 1 only flight
+    neighbours are compared, which file-name order would not give."""
+    meta = json.loads((truth / "transforms.json").read_text())
+    raw = tmp_path / "raw"
+    for sub in ("images", "labels"):
+        (raw / sub).mkdir(parents=True)
+    shuffled = np.random.default_rng(3).permutation(len(meta["frames"]))
+    start = datetime(2026, 5, 1, 10, 0, 0)
+    for flight_index, frame in enumerate(meta["frames"]):
+        stem = f"photo_{shuffled[flight_index]:03d}"
+        image = Image.open(truth / frame["file_path"]).convert("RGB")
+        moment = start + timedelta(seconds=2 * flight_index)
+        image.save(raw / "images" / f"{stem}.jpg", quality=95, exif=_timed_photo_exif(moment))
+        if "semantic_path" in frame:
+            shutil.copy(truth / frame["semantic_path"], raw / "labels" / f"{stem}.png")
+    shutil.copy(truth / "classes.json", raw / "classes.json")
+    config = ProcessDataConfig(
+        images=raw / "images",
+        labels=raw / "labels",
+        classes=raw / "classes.json",
+        output=tmp_path / "scene",
+        matching="sequential",
+        sequential_overlap=1,
+        max_num_features=1024,
+        min_registered_share=0.9,
+    )
+    summary = main(config)
+    assert summary.frames >= 0.9 * len(meta["frames"])

@@ -65,8 +65,8 @@ def run_sfm(config: ProcessDataConfig, inputs: ProcessingInputs, work_dir: Path,
     with stage(2, f"Extracting SIFT features ({device.name.upper()})") as info:
         extract_features(config, inputs, database, device)
         info["done"] = f"{len(inputs.image_names)} photos"
-    with stage(3, f"Matching photo pairs ({method})"):
-        match_features(config, database, method, device)
+    with stage(3, f"Matching photo pairs ({method})") as info:
+        info["done"] = match_features(config, inputs, database, method, device)
     with stage(4, "Incremental mapping") as info:
         result = reconstruct(config, inputs, database, work_dir / "sparse")
         total = len(inputs.image_names)

@@ -41,7 +41,8 @@ class ProcessDataConfig:
     Turn off for mixed cameras or sizes: photos are then grouped by size and EXIF."""
     matching: Literal["auto", "exhaustive", "sequential", "spatial"] = "auto"
     """Which photo pairs to match. exhaustive: every pair (robust, quadratic cost).
-    sequential: each photo with its successors in file-name order (video-like captures; no vocabulary tree).
+    sequential: each photo with its successors in EXIF capture-time order (file-name order when a photo has no
+    capture time; video-like captures; no vocabulary tree).
     spatial: each photo with its nearest neighbours by EXIF GPS (surveys of any size).
     auto: spatial when every photo has GPS, else exhaustive up to --exhaustive-max-images photos, sequential beyond."""
     spatial_max_neighbors: int = 50

@@ -9,6 +9,7 @@ from typing import Any
 
 from nerfseg_plugin.process.config import CAMERA_MODEL_NUM_PARAMS, ProcessDataConfig
 from nerfseg_plugin.process.labels import ProcessingInputs
+from nerfseg_plugin.process.pairs import capture_order, sequential_pairs, write_pairs
 
 
 class RegistrationError(RuntimeError):
@@ -82,7 +83,11 @@ def extract_features(config: ProcessDataConfig, inputs: ProcessingInputs, databa
     )
 
 
-def match_features(config: ProcessDataConfig, database: Path, method: str, device: Any) -> None:
+def match_features(
+    config: ProcessDataConfig, inputs: ProcessingInputs, database: Path, method: str, device: Any
+) -> str:
+    """Stage 3: verified matches of the photo pairs the method chooses (``sequential`` in capture order when every
+    photo has an EXIF capture time, else in file-name order); returns what the pairs were, for the stage line."""
     import pycolmap
 
     matching = pycolmap.FeatureMatchingOptions()
@@ -92,6 +97,7 @@ def match_features(config: ProcessDataConfig, database: Path, method: str, devic
     verification.ransac.random_seed = config.seed
     if method == "exhaustive":
         pycolmap.match_exhaustive(database, matching, verification_options=verification, device=device)
+        return "every pair"
     elif method == "spatial":
         # Neighbours by the EXIF GPS that feature extraction stored as pose priors.
         pairing = pycolmap.SpatialPairingOptions()
@@ -99,12 +105,21 @@ def match_features(config: ProcessDataConfig, database: Path, method: str, devic
         pairing.max_distance = 1e5  # the neighbour count bounds the pairs; footprints of high flights exceed 100 m
         pairing.num_threads = config.num_threads
         pycolmap.match_spatial(database, matching, pairing, verification, device=device)
+        return f"up to {config.spatial_max_neighbors} GPS neighbours per photo"
+    elif (order := capture_order(inputs.image_names, inputs.exif)) is not None:
+        # Sequential in capture order (file names need not follow the flight); no loop detection (see below).
+        pairing = pycolmap.ImportedPairingOptions()
+        pairs = sequential_pairs(order, config.sequential_overlap)
+        pairing.match_list_path = str(write_pairs(database.parent / "sequential_pairs.txt", pairs))
+        pycolmap.match_image_pairs(database, matching, pairing, verification, device=device)
+        return f"{len(pairs)} pairs in capture-time order"
     else:
         # No loop detection: it needs a vocabulary tree, which would have to be downloaded.
         pairing = pycolmap.SequentialPairingOptions()
         pairing.overlap = config.sequential_overlap
         pairing.quadratic_overlap = True
         pycolmap.match_sequential(database, matching, pairing, verification, device=device)
+        return "file-name order (not every photo has an EXIF capture time)"
 
 
 def reconstruct(config: ProcessDataConfig, inputs: ProcessingInputs, database: Path, sparse_dir: Path) -> SfmResult:
