@@ -60,8 +60,10 @@ class ProcessDataConfig:
     max_image_size: int | None = None
     """Write images and label maps with their longer side at most this many pixels (any factor, aspect kept,
     labels with nearest neighbour); overrides --downscale for photos larger than that."""
-    sift_max_image_size: int = 3200
-    """SIFT runs on photos shrunk to at most this longer side (bounds time and memory on 20 MP photos)."""
+    sift_max_image_size: int = 2048
+    """SIFT runs on photos shrunk to at most this longer side (bounds time and memory on 20 MP photos). 2048 rather
+    than COLMAP's 3200: on Seneca's 10 MP originals SIFT's peak memory drops from 5.0 to 2.4 GB and its time by 2.3x
+    with the same photos registered (ODM's default feature quality also halves such photos)."""
     georeference: Literal["auto", "off"] = "auto"
     """auto: when at least 3 registered photos carry EXIF GPS (or --gcp is given), write the scene in metres with z
     up in a projected CRS and record transforms.json "georeference". off: keep the arbitrary SfM frame."""
