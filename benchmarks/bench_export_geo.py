@@ -7,6 +7,9 @@ ortho truth, and peak RSS for a 10x larger area at the same GSD (tiles streamed 
 With ``--config`` the run's scene must have ``ortho_truth/`` (``rsseg-make-scene --ortho-truth``, or
 ``nerfseg_plugin.scenegen.ortho_truth.write_ortho_truth``). The scene gets a georeference (a UTM translation) if it
 has none, so the exports run through the CRS path. Each export runs in its own process, which reports its peak RSS.
+The label ortho is scored on the surveyed area (truth pixels whose true surface point at least ``--min-photos``
+photos frame: the export's footprint rule applied to the true geometry) and, for reference, on the whole generated
+town, where the margins beyond the photos count as errors.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import tyro
 
 BIN = Path(sys.executable).parent
@@ -58,6 +62,8 @@ class BenchExportGeo:
     """Area multiple of the streaming-memory export (same GSD, same tile size)."""
     tile_size: int = 512
     """Export tile size in pixels."""
+    min_photos: int = 2
+    """The export's --min-photos and the scored area: truth pixels framed by at least this many photos."""
     utm_offset: tuple[float, float, float] = (500000.0, 4100000.0, 250.0)
     """Translation from scene metres to EPSG:32614 written into a scene without a georeference."""
 
@@ -114,32 +120,66 @@ def _ensure_georeference(scene: Path, offset: tuple[float, float, float]) -> tup
     return tuple(float(v) for v in matrix[:3, 3])
 
 
-def _scores(output: Path, scene: Path, offset: tuple[float, float, float]) -> dict:
+def _surveyed(scene: Path, truth_height: np.ndarray, grid: dict, min_photos: int) -> np.ndarray:
+    """Truth pixels whose surface point at least ``min_photos`` of the scene's photos frame (the export's own
+    footprint rule, applied to the true geometry, so the scored area does not depend on the model)."""
+    from nerfstudio.cameras.cameras import Cameras
+
+    from nerfseg_plugin.geo.footprints import PhotoFootprints
+    from nerfseg_plugin.geo.frames import MapFrame, local_crs_wkt
+
+    meta = json.loads((scene / "transforms.json").read_text())
+    frames = meta["frames"]
+    cameras = Cameras(
+        camera_to_worlds=torch.tensor([f["transform_matrix"][:3] for f in frames], dtype=torch.float32),
+        fx=float(meta["fl_x"]), fy=float(meta["fl_y"]), cx=float(meta["cx"]), cy=float(meta["cy"]),
+        width=int(meta["w"]), height=int(meta["h"]),
+    )  # fmt: skip
+    rows, cols = np.mgrid[0 : truth_height.shape[0], 0 : truth_height.shape[1]]
+    points = np.stack(
+        [grid["x_min"] + (cols + 0.5) * grid["gsd"], grid["y_max"] - (rows + 0.5) * grid["gsd"], truth_height], -1
+    ).reshape(-1, 3)
+    frame = MapFrame(np.eye(4), local_crs_wkt("metre"), is_local=True, units="metre")
+    return (PhotoFootprints(cameras, frame).count(points) >= min_photos).reshape(truth_height.shape)
+
+
+def _label_scores(predicted: np.ndarray, truth: np.ndarray, area: np.ndarray, space) -> dict:
+    from nerfseg_plugin.semantics.metrics import ConfusionMatrix
+
+    # Nodata predictions inside the scored area count as errors (mapped as an extra wrong class).
+    scored = np.where(predicted == 255, (truth.astype(np.int64) + 1) % space.num_classes, predicted)
+    inside = area & (truth != 255)
+    confusion = ConfusionMatrix(space.num_classes, space.ignore_index)
+    confusion.update(
+        torch.from_numpy(np.where(inside, scored, 0).astype(np.int64)),
+        torch.from_numpy(np.where(inside, truth, 255).astype(np.int64)),
+    )
+    metrics = confusion.compute()
+    return {
+        "miou": float(metrics.miou),
+        "iou": {name: float(iou) for name, iou in zip(space.names, metrics.per_class_iou.tolist(), strict=True)},
+        "pixel_accuracy": float((scored == truth)[inside].mean()),
+        "coverage": float(((predicted != 255) & inside).sum() / inside.sum()),
+        "area_share": float(inside.sum() / (truth != 255).sum()),
+    }
+
+
+def _scores(output: Path, scene: Path, offset: tuple[float, float, float], min_photos: int) -> dict:
     import rasterio
 
     from nerfseg_plugin.core.label_space import LabelSpace
     from nerfseg_plugin.scenegen.ortho_truth import load_ortho_truth
-    from nerfseg_plugin.semantics.metrics import ConfusionMatrix
 
-    truth, truth_height, _ = load_ortho_truth(scene)
+    truth, truth_height, grid = load_ortho_truth(scene)
     with rasterio.open(output / "labels.tif") as labels, rasterio.open(output / "dsm.tif") as dsm:
         predicted, height = labels.read(1), dsm.read(1)
     space = LabelSpace.load(scene / "classes.json")
-    confusion = ConfusionMatrix(space.num_classes, space.ignore_index)
-    import torch
-
-    # Nodata predictions inside the truth count as errors (mapped as an extra wrong class).
-    scored = np.where(predicted == 255, (truth.astype(np.int64) + 1) % space.num_classes, predicted)
-    confusion.update(torch.from_numpy(scored.astype(np.int64)), torch.from_numpy(truth.astype(np.int64)))
-    metrics = confusion.compute()
+    surveyed = _surveyed(scene, truth_height, grid, min_photos)
     both = (truth != 255) & (height != -9999.0)
     error = (height - offset[2] - truth_height)[both]
-    per_class = {name: float(iou) for name, iou in zip(space.names, metrics.per_class_iou.tolist(), strict=True)}
     return {
-        "miou": float(metrics.miou),
-        "iou": per_class,
-        "pixel_accuracy": float((scored == truth)[truth != 255].mean()),
-        "coverage": float(((predicted != 255) & (truth != 255)).sum() / (truth != 255).sum()),
+        "surveyed": _label_scores(predicted, truth, surveyed, space),
+        "whole_truth_grid": _label_scores(predicted, truth, np.ones_like(surveyed), space),
         "dsm_median_abs_error_m": float(np.median(np.abs(error))),
         "dsm_median_error_m": float(np.median(error)),
         "dsm_p90_abs_error_m": float(np.quantile(np.abs(error), 0.9)),
@@ -159,11 +199,11 @@ def main(bench: BenchExportGeo) -> None:
     _, _, grid = load_ortho_truth(scene)
     x_min, y_max, gsd = grid["x_min"] + offset[0], grid["y_max"] + offset[1], grid["gsd"]
     truth_bounds = [x_min, y_max - grid["height"] * gsd, x_min + grid["width"] * gsd, y_max]
-    base = {"load_config": str(config), "tile_size": bench.tile_size}
+    base = {"load_config": str(config), "tile_size": bench.tile_size, "min_photos": bench.min_photos}
 
     default = _export({**base, "output_dir": str(bench.work_dir / "export_default")})
     truth = _export({**base, "output_dir": str(bench.work_dir / "export_truth"), "gsd": gsd, "bounds": truth_bounds})
-    scores = _scores(bench.work_dir / "export_truth", scene, offset)
+    scores = _scores(bench.work_dir / "export_truth", scene, offset, bench.min_photos)
     centre_x, centre_y = 0.5 * (truth_bounds[0] + truth_bounds[2]), 0.5 * (truth_bounds[1] + truth_bounds[3])
     half = 0.5 * (truth_bounds[2] - truth_bounds[0]) * math.sqrt(bench.area_factor)
     large_bounds = [centre_x - half, centre_y - half, centre_x + half, centre_y + half]
@@ -181,9 +221,17 @@ def main(bench: BenchExportGeo) -> None:
     print(row("default (photo GSD, sparse-point extent)", default))
     print(row("truth grid", truth))
     print(row(f"{bench.area_factor:g}x area, same GSD", large))
-    print(f"\nlabel ortho vs ortho truth: mIoU {scores['miou']:.3f}, pixel accuracy {scores['pixel_accuracy']:.3f}, "
-          f"coverage {scores['coverage']:.3f}")  # fmt: skip
-    print("per-class IoU: " + ", ".join(f"{k} {v:.2f}" for k, v in scores["iou"].items()))
+    areas = {
+        "surveyed": f"surveyed area (framed by >= {bench.min_photos} photos)",
+        "whole_truth_grid": "whole truth grid (the generated town, beyond the photos too)",
+    }
+    for name, label in areas.items():
+        part = scores[name]
+        print(
+            f"\nlabel ortho vs ortho truth, {label}, {part['area_share']:.0%} of the town: mIoU {part['miou']:.3f}, "
+            f"pixel accuracy {part['pixel_accuracy']:.3f}, export coverage {part['coverage']:.3f}"
+        )
+        print("per-class IoU: " + ", ".join(f"{k} {v:.2f}" for k, v in part["iou"].items()))
     print(
         f"DSM vs truth heights: median error {scores['dsm_median_error_m']:+.2f} m, median |error| "
         f"{scores['dsm_median_abs_error_m']:.2f} m, 90th percentile |error| {scores['dsm_p90_abs_error_m']:.2f} m"

@@ -312,3 +312,33 @@ def test_nerf_ortho_tiles_cast_parallel_rays_down_the_map_frame(geo_pipeline) ->
     assert result.labels.shape == result.height.shape == (8, 8) and result.rgb.shape == (8, 8, 3)
     assert np.isfinite(result.height).all() and (result.height >= centre[2] - 30 - 1e-3).all()
     assert (result.height <= centre[2] + 30 + 1e-3).all()
+
+
+def test_photo_footprints_count_the_photos_that_frame_a_point() -> None:
+    from nerfstudio.cameras.cameras import Cameras
+
+    from nerfseg_plugin.geo.footprints import PhotoFootprints
+    from nerfseg_plugin.geo.frames import MapFrame, local_crs_wkt
+
+    # two nadir cameras 10 m up, 4 m apart along x; f = 32 px on 32 px: each frames a 10 m square of the ground
+    c2w = torch.tensor([[[1.0, 0, 0, x], [0, 1.0, 0, 0], [0, 0, 1.0, 10.0]] for x in (0.0, 4.0)])
+    cameras = Cameras(camera_to_worlds=c2w, fx=32.0, fy=32.0, cx=16.0, cy=16.0, width=32, height=32)
+    frame = MapFrame(np.eye(4), local_crs_wkt("metre"), is_local=True, units="metre")
+    points = np.array([[2.0, 0, 0], [-4.0, 0, 0], [8.0, 0, 0], [20.0, 0, 0], [2.0, 0, 12.0], [np.nan, 0, 0]])
+    # the overlap, only the first, only the second, neither, above both cameras, no surface
+    assert PhotoFootprints(cameras, frame).count(points).tolist() == [2, 1, 1, 0, 0, 0]
+
+
+def test_products_stop_where_too_few_photos_frame_the_ground(local_export, tmp_path) -> None:
+    import rasterio
+
+    out, _, _, pipeline, _ = local_export
+    num_photos = len(pipeline.datamanager.train_dataset.cameras)
+    options = ExportGeo(
+        load_config=Path("unused"), output_dir=tmp_path, tile_size=64, local_units="metre", min_photos=num_photos
+    )
+    export_geo(pipeline, options, _Console())
+    with rasterio.open(out / "labels.tif") as default, rasterio.open(tmp_path / "labels.tif") as strict:
+        surveyed, framed_by_all = default.read(1) != 255, strict.read(1) != 255
+    assert framed_by_all.any() and framed_by_all.sum() < surveyed.sum()
+    assert not (framed_by_all & ~surveyed).any()

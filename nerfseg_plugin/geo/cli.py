@@ -40,6 +40,9 @@ class ExportGeo:
     """Rendered tile side in pixels: bounds the memory of an export, whatever its area."""
     min_coverage: float = 0.5
     """Pixels where the model's accumulated opacity is below this are nodata."""
+    min_photos: int = 2
+    """Pixels whose surface point fewer than this many training photos frame are nodata: the survey's footprint,
+    as photogrammetric tools bound their products (2: the minimum for a 3D point; 0 keeps every rendered pixel)."""
     local_units: LocalUnits = "scene"
     """Unit name of the local frame when the scene has no georeference ("metre" for metric scenes, such as
     rsseg-make-scene's)."""
@@ -58,6 +61,8 @@ class ExportGeo:
             raise SceneFormatError(self.load_config, "config.yml of a training run not found")
         if self.tile_size < 16:
             raise ValueError(f"--tile-size must be at least 16 px, got {self.tile_size}")
+        if self.min_photos < 0:
+            raise ValueError(f"--min-photos must be 0 or more, got {self.min_photos}")
         started = time.perf_counter()
         _, pipeline, _, _ = eval_setup(self.load_config, test_mode="test")
         return export_geo(pipeline, self, CONSOLE, started)
@@ -92,9 +97,10 @@ def export_geo(pipeline, options: ExportGeo, console, started: float | None = No
     from tqdm import tqdm
 
     from nerfseg_plugin.geo.asprs import asprs_codes
+    from nerfseg_plugin.geo.footprints import PhotoFootprints
     from nerfseg_plugin.geo.frames import pipeline_map_frame
     from nerfseg_plugin.geo.grid import OrthoGrid, camera_ground_footprints, photo_gsd, robust_extent
-    from nerfseg_plugin.geo.ortho_render import NerfOrthoRenderer, SplatOrthoRenderer
+    from nerfseg_plugin.geo.ortho_render import NerfOrthoRenderer, SplatOrthoRenderer, restrict_tile
     from nerfseg_plugin.geo.pointcloud import ClassifiedLasWriter, labeled_gaussians
     from nerfseg_plugin.geo.preview import write_preview
     from nerfseg_plugin.geo.rasters import LABELS, OrthoRasterWriter
@@ -138,6 +144,7 @@ def export_geo(pipeline, options: ExportGeo, console, started: float | None = No
         margin = 0.2 * (high - low) + 1.0
         renderer = NerfOrthoRenderer(model, frame, gsd, (low - margin, high + margin), options.min_coverage)
 
+    footprints = PhotoFootprints(pipeline.datamanager.train_dataset.cameras, frame) if options.min_photos > 0 else None
     output_dir = options.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     rasters = OrthoRasterWriter(output_dir, grid, frame, label_space, asprs)
@@ -151,6 +158,9 @@ def export_geo(pipeline, options: ExportGeo, console, started: float | None = No
             render_started = time.perf_counter()
             for tile in tqdm(grid.tiles(), total=grid.num_tiles, desc="ortho tiles", unit="tile"):
                 result = renderer.render(tile)
+                if footprints is not None:  # nodata beyond the survey's footprint
+                    photos = footprints.count_tile(tile, gsd, result.height)
+                    result = restrict_tile(result, photos >= options.min_photos)
                 rasters.write(tile, result)
                 if las is not None and not is_splat and result.valid.any():
                     rows, cols = np.nonzero(result.valid)

@@ -57,6 +57,18 @@ def finish_tile(rgb: Tensor, logits: Tensor, height: Tensor, coverage: Tensor, m
     )
 
 
+def restrict_tile(tile: OrthoTile, keep: np.ndarray) -> OrthoTile:
+    """The tile with every pixel outside ``keep`` turned to nodata."""
+    valid = tile.valid & keep
+    return OrthoTile(
+        rgb=np.where(valid[..., None], tile.rgb, 0).astype(np.uint8),
+        labels=np.where(valid, tile.labels, NO_CLASS).astype(np.uint8),
+        confidence=np.where(valid, tile.confidence, np.nan).astype(np.float32),
+        height=np.where(valid, tile.height, np.nan).astype(np.float32),
+        valid=valid,
+    )
+
+
 def ortho_viewmat(frame: MapFrame, tile: RasterTile, camera_height: float) -> np.ndarray:
     """Model -> ortho camera (OpenCV axes: x east, y south, z down), origin at the tile's north-west corner."""
     map_to_camera = np.array(
