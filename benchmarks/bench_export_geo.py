@@ -123,24 +123,17 @@ def _ensure_georeference(scene: Path, offset: tuple[float, float, float]) -> tup
 def _surveyed(scene: Path, truth_height: np.ndarray, grid: dict, min_photos: int) -> np.ndarray:
     """Truth pixels whose surface point at least ``min_photos`` of the scene's photos frame (the export's own
     footprint rule, applied to the true geometry, so the scored area does not depend on the model)."""
-    from nerfstudio.cameras.cameras import Cameras
-
+    from nerfseg_plugin.baselines.data import load_scene
     from nerfseg_plugin.geo.footprints import PhotoFootprints
     from nerfseg_plugin.geo.frames import MapFrame, local_crs_wkt
 
-    meta = json.loads((scene / "transforms.json").read_text())
-    frames = meta["frames"]
-    cameras = Cameras(
-        camera_to_worlds=torch.tensor([f["transform_matrix"][:3] for f in frames], dtype=torch.float32),
-        fx=float(meta["fl_x"]), fy=float(meta["fl_y"]), cx=float(meta["cx"]), cy=float(meta["cy"]),
-        width=int(meta["w"]), height=int(meta["h"]),
-    )  # fmt: skip
     rows, cols = np.mgrid[0 : truth_height.shape[0], 0 : truth_height.shape[1]]
     points = np.stack(
         [grid["x_min"] + (cols + 0.5) * grid["gsd"], grid["y_max"] - (rows + 0.5) * grid["gsd"], truth_height], -1
     ).reshape(-1, 3)
+    # the truth grid is in the scene file's frame, where load_scene's views are
     frame = MapFrame(np.eye(4), local_crs_wkt("metre"), is_local=True, units="metre")
-    return (PhotoFootprints(cameras, frame).count(points) >= min_photos).reshape(truth_height.shape)
+    return (PhotoFootprints(load_scene(scene).views, frame).count(points) >= min_photos).reshape(truth_height.shape)
 
 
 def _label_scores(predicted: np.ndarray, truth: np.ndarray, area: np.ndarray, space) -> dict:

@@ -315,14 +315,23 @@ def test_nerf_ortho_tiles_cast_parallel_rays_down_the_map_frame(geo_pipeline) ->
 
 
 def test_photo_footprints_count_the_photos_that_frame_a_point() -> None:
-    from nerfstudio.cameras.cameras import Cameras
-
+    from nerfseg_plugin.core.geometry import PinholeView
     from nerfseg_plugin.geo.footprints import PhotoFootprints
     from nerfseg_plugin.geo.frames import MapFrame, local_crs_wkt
 
     # two nadir cameras 10 m up, 4 m apart along x; f = 32 px on 32 px: each frames a 10 m square of the ground
-    c2w = torch.tensor([[[1.0, 0, 0, x], [0, 1.0, 0, 0], [0, 0, 1.0, 10.0]] for x in (0.0, 4.0)])
-    cameras = Cameras(camera_to_worlds=c2w, fx=32.0, fy=32.0, cx=16.0, cy=16.0, width=32, height=32)
+    cameras = [
+        PinholeView(
+            c2w=torch.tensor([[1.0, 0, 0, x], [0, 1.0, 0, 0], [0, 0, 1.0, 10.0]]),
+            fx=32.0,
+            fy=32.0,
+            cx=16.0,
+            cy=16.0,
+            width=32,
+            height=32,
+        )  # fmt: skip
+        for x in (0.0, 4.0)
+    ]
     frame = MapFrame(np.eye(4), local_crs_wkt("metre"), is_local=True, units="metre")
     points = np.array([[2.0, 0, 0], [-4.0, 0, 0], [8.0, 0, 0], [20.0, 0, 0], [2.0, 0, 12.0], [np.nan, 0, 0]])
     # the overlap, only the first, only the second, neither, above both cameras, no surface

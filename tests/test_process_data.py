@@ -23,7 +23,7 @@ from nerfseg_plugin.process import cli, sfm
 from nerfseg_plugin.process.cli import main
 from nerfseg_plugin.process.config import ProcessDataConfig
 from nerfseg_plugin.process.exif import DATETIME_ORIGINAL, EXIF_IFD, PhotoExif
-from nerfseg_plugin.process.pairs import capture_order, sequential_pairs
+from nerfseg_plugin.process.pairs import capture_order, sequential_pairs, write_pairs
 from nerfseg_plugin.process.resample import FrameResampler, max_distortion_px
 from nerfseg_plugin.process.scene_writer import opengl_camera_to_world
 from nerfseg_plugin.process.sfm import RegistrationError
@@ -433,3 +433,9 @@ def test_sequential_matching_follows_capture_time_not_file_names(truth: Path, tm
     )
     summary = main(config)
     assert summary.frames >= 0.9 * len(meta["frames"])
+
+
+def test_a_photo_name_with_a_space_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(SceneFormatError, match="IMG 0001.jpg.*match list"):
+        write_pairs(tmp_path / "pairs.txt", [("IMG_0000.jpg", "IMG 0001.jpg")])
+    assert not (tmp_path / "pairs.txt").exists()

@@ -96,6 +96,7 @@ def export_geo(pipeline, options: ExportGeo, console, started: float | None = No
     """Render and write every product for a loaded pipeline; returns a summary (paths, grid, timings)."""
     from tqdm import tqdm
 
+    from nerfseg_plugin.core.geometry import views_from_cameras
     from nerfseg_plugin.geo.asprs import asprs_codes
     from nerfseg_plugin.geo.footprints import PhotoFootprints
     from nerfseg_plugin.geo.frames import pipeline_map_frame
@@ -144,7 +145,8 @@ def export_geo(pipeline, options: ExportGeo, console, started: float | None = No
         margin = 0.2 * (high - low) + 1.0
         renderer = NerfOrthoRenderer(model, frame, gsd, (low - margin, high + margin), options.min_coverage)
 
-    footprints = PhotoFootprints(pipeline.datamanager.train_dataset.cameras, frame) if options.min_photos > 0 else None
+    train_cameras = pipeline.datamanager.train_dataset.cameras.to("cpu")
+    footprints = PhotoFootprints(views_from_cameras(train_cameras), frame) if options.min_photos > 0 else None
     output_dir = options.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     rasters = OrthoRasterWriter(output_dir, grid, frame, label_space, asprs)

@@ -9,11 +9,12 @@ camera; there is no occlusion test, so a framed but hidden point still counts (t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
-from nerfstudio.cameras.cameras import Cameras
 
-from nerfseg_plugin.core.geometry import inside_image, project, views_from_cameras
+from nerfseg_plugin.core.geometry import PinholeView, inside_image, project
 from nerfseg_plugin.geo.frames import MapFrame
 from nerfseg_plugin.geo.grid import RasterTile
 
@@ -21,17 +22,18 @@ from nerfseg_plugin.geo.grid import RasterTile
 class PhotoFootprints:
     """Counts, per map point, the training photos whose frame contains it."""
 
-    def __init__(self, cameras: Cameras, frame: MapFrame) -> None:
-        self.views = views_from_cameras(cameras.to("cpu"))
+    def __init__(self, views: Sequence[PinholeView], frame: MapFrame) -> None:
+        """``views``: the training photos in model coordinates (the shared pinhole model)."""
+        self.views = list(views)
         self.frame = frame
 
     def count(self, points_map: np.ndarray) -> np.ndarray:
         """``[N]`` photo counts of ``[N, 3]`` map points (x, y, height); non-finite points count 0."""
         finite = np.isfinite(points_map).all(-1)
-        model = torch.from_numpy(self.frame.to_model(np.where(finite[:, None], points_map, 0.0))).float()
+        model = torch.from_numpy(self.frame.to_model(np.where(finite[:, None], points_map, 0.0)))
         counts = torch.zeros(len(points_map), dtype=torch.int32)
         for view in self.views:
-            uv, z = project(view, model)
+            uv, z = project(view, model.to(view.c2w.dtype))
             counts += inside_image(view, uv, z).to(torch.int32)
         return np.where(finite, counts.numpy(), 0)
 

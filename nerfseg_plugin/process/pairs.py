@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.process.exif import PhotoExif
 
 
@@ -37,7 +38,12 @@ def sequential_pairs(order: Sequence[str], overlap: int, quadratic: bool = True)
 
 def write_pairs(path: Path, pairs: Sequence[tuple[str, str]]) -> Path:
     """The pairs as COLMAP's match list (one ``name1 name2`` line per pair)."""
-    if any(" " in name for pair in pairs for name in pair):
-        raise ValueError("photo names with spaces cannot be written to a COLMAP match list")
+    spaced = sorted({name for pair in pairs for name in pair if " " in name})
+    if spaced:
+        raise SceneFormatError(
+            spaced[0],
+            "a photo name with a space cannot go into COLMAP's match list: rename the photos or use "
+            "--matching exhaustive",
+        )
     path.write_text("".join(f"{a} {b}\n" for a, b in pairs), encoding="utf-8")
     return path
