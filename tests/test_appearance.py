@@ -45,6 +45,19 @@ def test_the_2d_model_learns_appearance_and_generalises_to_an_unseen_view() -> N
     assert model.losses[-1] < model.losses[0]
 
 
+def test_dihedral_prediction_does_not_depend_on_the_photo_heading() -> None:
+    image = torch.rand(3, 48, 40, generator=torch.Generator().manual_seed(3))  # non-square, no UNet padding
+    turned = torch.rot90(image, 1, (1, 2)).flip(2)
+
+    def gap(config: AppearanceConfig) -> float:
+        model = AppearanceModel(config, 3, 4, IGNORE)  # untrained: its single pass depends on the heading
+        expected = torch.rot90(model.predict(image), 1, (0, 1)).flip(1)
+        return float((model.predict(turned) - expected).abs().max())
+
+    assert gap(dataclasses.replace(FAST, test_time_dihedral=True)) < 1e-5
+    assert gap(FAST) > 1e-3
+
+
 def test_rare_classes_weigh_more_and_absent_classes_do_not_break_the_weights() -> None:
     targets = torch.zeros(10, 10, dtype=torch.long)
     targets[0, :2] = 1  # class 1: 2 % of the pixels; class 2 absent

@@ -151,6 +151,15 @@ class AppearanceModel:
 
     @torch.no_grad()
     def predict(self, inputs: Float[Tensor, "C H W"]) -> Float[Tensor, "H W K"]:
-        """Class probabilities of one view."""
-        logits = self.network(inputs[None].to(self.device, torch.float32))[0]
-        return torch.softmax(logits, dim=0).permute(1, 2, 0)
+        """Class probabilities of one view (averaged over the dihedral group with ``test_time_dihedral``)."""
+        image = inputs[None].to(self.device, torch.float32)
+        if not self.config.test_time_dihedral:
+            return torch.softmax(self.network(image)[0], dim=0).permute(1, 2, 0)
+        total = torch.zeros(self.num_classes, *image.shape[2:], device=self.device)
+        for mirrored in (False, True):
+            source = image.flip(3) if mirrored else image
+            for turns in range(4):
+                probabilities = torch.softmax(self.network(torch.rot90(source, turns, (2, 3)))[0], dim=0)
+                probabilities = torch.rot90(probabilities, -turns, (1, 2))  # back to the view's orientation
+                total += probabilities.flip(2) if mirrored else probabilities
+        return (total / 8).permute(1, 2, 0)
