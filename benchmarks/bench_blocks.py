@@ -39,6 +39,12 @@ class BenchBlocks:
     """Method of both the single model and the blocks."""
     seed: int = 0
     """Scene seed."""
+    flight: str = "orbit"
+    """Flight of the generated town (rsseg-make-scene --flight); grid for a survey block."""
+    town_size: float = 120.0
+    """Side of the town in metres; 240 with 4x the grid views is the same flight over 4x the area."""
+    num_labeled: int = 3
+    """Labeled views (spread evenly); scale with the area (12 for 4x) to keep the labels per block."""
     train_args: tuple[str, ...] = field(default_factory=tuple)
     """Extra ns-train arguments for both (after a lone --)."""
 
@@ -54,6 +60,13 @@ def _timed(command: list[str], log: Path) -> tuple[float, float]:
     return time.perf_counter() - start, usage.ru_maxrss / 1024
 
 
+def _import_baseline_mib(log: Path) -> float:
+    """Peak RSS of a process that only imports the training stack: the part of every worker's memory that no
+    partition can shrink (torch, nerfstudio, the plugin), subtracted to compare what scales with the block."""
+    code = "import nerfstudio.scripts.train, nerfseg_plugin.splat.model"
+    return _timed([sys.executable, "-c", code], log)[1]
+
+
 def _miou(config: Path, output: Path) -> float:
     subprocess.run([str(BIN / "ns-eval"), "--load-config", str(config), "--output-path", str(output)], check=True)
     return float(json.loads(output.read_text())["results"]["miou"])
@@ -61,11 +74,12 @@ def _miou(config: Path, output: Path) -> float:
 
 def main(bench: BenchBlocks) -> None:
     bench.work_dir.mkdir(parents=True, exist_ok=True)
-    scene = bench.work_dir / f"town{bench.num_views}"
+    scene = bench.work_dir / f"town{bench.num_views}_{bench.flight}"
     if not scene.exists():
         subprocess.run(
             [str(BIN / "rsseg-make-scene"), "--output", str(scene), "--num-views", str(bench.num_views)]
-            + ["--width", str(bench.size), "--height", str(bench.size), "--seed", str(bench.seed)],
+            + ["--width", str(bench.size), "--height", str(bench.size), "--seed", str(bench.seed)]
+            + ["--flight", bench.flight, "--town-size", str(bench.town_size), "--num-labeled", str(bench.num_labeled)],
             check=True,
         )
     single_dir = bench.work_dir / "single"
@@ -88,7 +102,10 @@ def main(bench: BenchBlocks) -> None:
     results = [json.loads(p.read_text()) for p in sorted((blocks_dir / "blocks").glob("*/result.json"))]
     peak_block = max(r["peak_rss_mib"] for r in results)
 
-    print(f"\nScene {scene.name}: {bench.num_views} views {bench.size}x{bench.size}; {bench.method}")
+    print(
+        f"\nScene {scene.name}: {bench.num_views} views {bench.size}x{bench.size}, {bench.flight} flight over "
+        f"{bench.town_size:.0f} m; {bench.method}"
+    )
     print("| run | mIoU | wall (s) | peak RSS per worker (MiB) |")
     print("|---|---:|---:|---:|")
     print(f"| single model | {100 * single_miou:.1f} | {single_seconds:.0f} | {single_rss:.0f} |")
@@ -98,6 +115,12 @@ def main(bench: BenchBlocks) -> None:
     )
     print(f"mIoU difference (merged - single): {100 * (merged_miou - single_miou):+.1f} points (target within 5)")
     print(f"peak memory per block / single model: {peak_block / single_rss:.2f}")
+    baseline = _import_baseline_mib(bench.work_dir / "baseline.log")
+    print(
+        f"above the import baseline ({baseline:.0f} MiB: torch + nerfstudio + plugin): "
+        f"{(peak_block - baseline) / max(single_rss - baseline, 1.0):.2f} "
+        f"({peak_block - baseline:.0f} vs {single_rss - baseline:.0f} MiB)"
+    )
     print("\nPer block (from rsseg-train-blocks):")
     for line in (bench.work_dir / "blocks.log").read_text().splitlines():
         if line.startswith("|") or line.startswith("Overlap"):
