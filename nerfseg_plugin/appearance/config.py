@@ -75,7 +75,7 @@ class AppearanceConfig:
     """Predict each view as the mean class probabilities over its 8 rotations and mirrorings (the dihedral group the
     training crops are drawn from: a nadir image has no "up"), so a prediction does not depend on the photo's
     heading; 8 forward passes per view and round. Off by default: on two unseen grids it moved mIoU by +0.6 and
-    -1.2 points (within run-to-run noise) for ~20 s more per round (README, ablation)."""
+    -1.2 points (within run-to-run noise) for 8x the 2D inference per round (README, ablation)."""
     max_image_side: int = 512
     """Views are classified (and crops taken) at most at this side, so the 2D cost stays bounded for large photos;
     predictions are resized to the training resolution."""
