@@ -176,6 +176,38 @@ def _scores(output: Path, scene: Path, offset: tuple[float, float, float], min_p
         "dsm_median_abs_error_m": float(np.median(np.abs(error))),
         "dsm_median_error_m": float(np.median(error)),
         "dsm_p90_abs_error_m": float(np.quantile(np.abs(error), 0.9)),
+        "where_wrong": _where_wrong(predicted, truth, height - offset[2], truth_height, surveyed & both),
+    }
+
+
+def _where_wrong(
+    predicted: np.ndarray, truth: np.ndarray, height: np.ndarray, truth_height: np.ndarray, area: np.ndarray
+) -> dict:
+    """Where the label ortho errs: pixel accuracy by distance to the nearest truth class border, and the DSM's
+    median |height error| on wrong vs right pixels (a wrong surface height moves a label sideways in the ortho)."""
+    from scipy import ndimage
+
+    border = np.zeros(truth.shape, dtype=bool)
+    for axis in (0, 1):
+        step = np.diff(truth, axis=axis) != 0
+        lower = [slice(None), slice(None)]
+        upper = [slice(None), slice(None)]
+        lower[axis], upper[axis] = slice(None, -1), slice(1, None)
+        border[tuple(lower)] |= step
+        border[tuple(upper)] |= step
+    distance = ndimage.distance_transform_edt(~border)
+    valid = area & (predicted != 255)
+    right = valid & (predicted == truth)
+    bands = {"within_1px": (0, 1), "1_to_4px": (1, 4), "beyond_4px": (4, np.inf)}
+    accuracy = {}
+    for name, (low, high) in bands.items():
+        band = valid & (distance >= low) & (distance < high)
+        accuracy[name] = {"share": float(band.sum() / max(valid.sum(), 1)), "accuracy": float(right[band].mean())}
+    error = np.abs(height - truth_height)
+    return {
+        "accuracy_by_border_distance": accuracy,
+        "dsm_median_abs_error_right_m": float(np.median(error[right])),
+        "dsm_median_abs_error_wrong_m": float(np.median(error[valid & ~right])),
     }
 
 
@@ -228,6 +260,16 @@ def main(bench: BenchExportGeo) -> None:
     print(
         f"DSM vs truth heights: median error {scores['dsm_median_error_m']:+.2f} m, median |error| "
         f"{scores['dsm_median_abs_error_m']:.2f} m, 90th percentile |error| {scores['dsm_p90_abs_error_m']:.2f} m"
+    )
+    wrong = scores["where_wrong"]
+    bands = ", ".join(
+        f"{name.replace('_', ' ')} of a truth border ({band['share']:.0%} of pixels): {band['accuracy']:.3f}"
+        for name, band in wrong["accuracy_by_border_distance"].items()
+    )
+    print(f"surveyed-area pixel accuracy {bands}")
+    print(
+        f"DSM median |error| on wrongly labelled pixels {wrong['dsm_median_abs_error_wrong_m']:.2f} m, on right ones "
+        f"{wrong['dsm_median_abs_error_right_m']:.2f} m"
     )
     report = {"config": str(config), "default": default, "truth": truth, "large": large, "scores": scores}
     (bench.work_dir / "bench_export_geo.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -13,7 +13,7 @@ from training_utils import setup_pipeline, train
 from nerfseg_plugin.appearance.config import AppearanceConfig
 from nerfseg_plugin.appearance.driver import AppearanceDriver
 from nerfseg_plugin.appearance.model import AppearanceModel, AppearanceView
-from nerfseg_plugin.appearance.rounds import round_steps
+from nerfseg_plugin.appearance.rounds import _surface_uprightness, round_steps
 from nerfseg_plugin.appearance.targets import AppearanceTargets
 from nerfseg_plugin.core.keys import SEMANTIC_LABELS
 from nerfseg_plugin.method_configs.nerf_methods import rsseg_nerf_lite
@@ -85,11 +85,24 @@ def test_image_and_ray_lookups_agree() -> None:
     assert torch.allclose(ray_weights, image_weights[rays[:, 1], rays[:, 2]], atol=1e-3)
 
 
+def test_uprightness_is_one_on_level_ground_zero_on_walls_and_the_cosine_between() -> None:
+    rows, cols = torch.meshgrid(torch.arange(6.0), torch.arange(8.0), indexing="ij")
+    ground = torch.stack([cols, -rows, torch.full_like(rows, 2.0)], -1)  # a level surface seen from above
+    wall = torch.stack([torch.full_like(rows, 3.0), cols, -rows], -1)  # x = const: vertical
+    slope = torch.stack([cols, -rows, cols], -1)  # rises 1 per 1 sideways: 45 degrees
+    assert torch.allclose(_surface_uprightness(ground), torch.ones(6, 8))
+    assert torch.allclose(_surface_uprightness(wall), torch.zeros(6, 8), atol=1e-6)
+    assert torch.allclose(_surface_uprightness(slope), torch.full((6, 8), 0.5**0.5), atol=1e-6)
+    flat = torch.zeros(6, 8, 3)  # no surface change at all: undefined normal, counted as level
+    assert torch.equal(_surface_uprightness(flat), torch.ones(6, 8))
+
+
 @pytest.fixture(scope="module")
 def splat_round(tiny_scene: Path):
     pipeline, optimizers, callbacks = setup_pipeline(rsseg_splat_lite.config, tiny_scene, num_downscales=0)
     train(pipeline, optimizers, callbacks, steps=40)
-    driver = AppearanceDriver(dataclasses.replace(FAST, rounds=(0.5,)), pipeline.datamanager, pipeline.model, 80)
+    config = dataclasses.replace(FAST, rounds=(0.5,), normal_input=True)
+    driver = AppearanceDriver(config, pipeline.datamanager, pipeline.model, 80)
     assert driver.steps == [40]
     driver.after_step(39)
     assert pipeline.model.appearance_targets is None  # not a round step: nothing happens
@@ -112,6 +125,8 @@ def test_a_round_gives_every_training_view_a_confidence_weighted_target(splat_ro
     assert bool(torch.cat([w.flatten() for w in targets.weights]).float().gt(0).any())
     for reached, weights in zip(driver.rounds._reached, targets.weights, strict=True):
         assert float(weights.float()[reached].abs().sum()) == 0.0  # where the labels reached, 3D stays the answer
+    first_layer = driver.rounds.model.network.encoders[0][0]
+    assert first_layer.in_channels == 5  # RGB, height, uprightness
     summary = driver.rounds.summaries[-1]
     assert 0.0 <= summary.target_coverage <= 1.0 and summary.seconds > 0
     assert summary.reached_share is not None and 0.0 < summary.reached_share < 1.0

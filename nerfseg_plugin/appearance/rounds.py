@@ -70,12 +70,22 @@ def round_steps(config: AppearanceConfig, first_step: int, last_step: int) -> li
     return sorted({first_step + int(round(fraction * span)) for fraction in config.rounds if 0.0 < fraction < 1.0})
 
 
-def _surface_height(camera: Cameras, depth: Float[Tensor, "h w 1"]) -> Float[Tensor, "h w"]:
-    """Up-axis coordinate of each pixel's rendered surface point (depth is z-depth along the camera axis, as
-    nerfstudio's models render it; the rsseg-data parser puts the vertical on +z)."""
+def _surface_points(camera: Cameras, depth: Float[Tensor, "h w 1"]) -> Float[Tensor, "h w 3"]:
+    """Each pixel's rendered surface point in the world (depth is z-depth along the camera axis, as nerfstudio's
+    models render it; the rsseg-data parser puts the vertical on +z)."""
     rays = camera.generate_rays(camera_indices=0, keep_shape=True)
-    step = rays.directions[..., 2:3] * rays.metadata["directions_norm"]
-    return (rays.origins[..., 2:3] + step * depth.to(step.device))[..., 0]
+    return rays.origins + rays.directions * rays.metadata["directions_norm"] * depth.to(rays.origins.device)
+
+
+def _surface_uprightness(points: Float[Tensor, "h w 3"]) -> Float[Tensor, "h w"]:
+    """|up component| of the rendered surface's unit normal (cross product of the surface points' image-space
+    central differences): 1 on level ground and flat roofs, 0 on walls and at height jumps. Where the normal is
+    undefined (no surface change), the surface counts as level."""
+    along_rows, along_cols = torch.gradient(points.float(), dim=(0, 1))
+    normal = torch.linalg.cross(along_rows, along_cols, dim=-1)
+    length = normal.norm(dim=-1)
+    upright = normal[..., 2].abs() / length.clamp_min(1e-12)
+    return torch.where(torch.isfinite(upright) & (length > 0), upright, torch.ones_like(upright))
 
 
 def _resize(image: Tensor, size: tuple[int, int], mode: str) -> Tensor:
@@ -103,12 +113,16 @@ class AppearanceRounds:
         labels reached through the geometry, before any 2D prediction influenced the field."""
         self._rgb_stats: tuple[Tensor, Tensor] | None = None
 
-    def _inputs(self, image: Tensor, height: Tensor | None) -> Tensor:
+    def _inputs(self, entry: dict[str, Tensor]) -> Tensor:
+        """RGB (+ height, + uprightness) channels, each normalised to about [-1, 1]."""
         mean, std = self._rgb_stats  # type: ignore[misc]
-        channels = [(image.permute(2, 0, 1).float() - mean) / std]
-        if height is not None:
+        channels = [(entry["image"].permute(2, 0, 1).float() - mean) / std]
+        if "height" in entry:
             low, high = self._height_range  # type: ignore[misc]
-            channels.append(((height.float() - low) / max(high - low, 1e-6)).clamp(-0.5, 1.5)[None] * 2.0 - 1.0)
+            height = entry["height"].float()
+            channels.append(((height - low) / max(high - low, 1e-6)).clamp(-0.5, 1.5)[None] * 2.0 - 1.0)
+        if "uprightness" in entry:
+            channels.append(entry["uprightness"].float()[None] * 2.0 - 1.0)
         return torch.cat(channels, 0).to(torch.float16)
 
     @torch.no_grad()
@@ -132,9 +146,13 @@ class AppearanceRounds:
                 "probabilities": _resize(torch.softmax(logits.float(), dim=-1), size, "bilinear").cpu(),
                 "accumulation": _resize(accumulation.float(), size, "bilinear")[..., 0].cpu(),
             }
+            if self.config.height_input or self.config.normal_input:
+                points = _surface_points(camera, depth)
             if self.config.height_input:
-                height_map = _surface_height(camera, depth)[..., None]
-                entry["height"] = _resize(height_map, size, "bilinear")[..., 0].cpu()
+                entry["height"] = _resize(points[..., 2:3], size, "bilinear")[..., 0].cpu()
+            if self.config.normal_input:
+                uprightness = _surface_uprightness(points)[..., None]
+                entry["uprightness"] = _resize(uprightness, size, "bilinear")[..., 0].cpu()
             if with_reach:  # the geometric reach test works at the render size, with the z-depth
                 surface_depth = torch.where(accumulation[..., 0] > 0.5, depth[..., 0].float(), float("inf"))
                 entry["reach_view"] = ReachView(
@@ -192,7 +210,7 @@ class AppearanceRounds:
             reached.append(confident | labeled)
             unlabeled_pixels += int((~labeled).sum())
             targeted_pixels += int((confident & ~labeled).sum())
-            entry["inputs"] = self._inputs(entry["image"], entry.get("height"))
+            entry["inputs"] = self._inputs(entry)
             training_views.append(
                 AppearanceView(entry["inputs"], targets, weights.float(), labeled=bool(labeled.any()))
             )
