@@ -187,14 +187,7 @@ def _where_wrong(
     median |height error| on wrong vs right pixels (a wrong surface height moves a label sideways in the ortho)."""
     from scipy import ndimage
 
-    border = np.zeros(truth.shape, dtype=bool)
-    for axis in (0, 1):
-        step = np.diff(truth, axis=axis) != 0
-        lower = [slice(None), slice(None)]
-        upper = [slice(None), slice(None)]
-        lower[axis], upper[axis] = slice(None, -1), slice(1, None)
-        border[tuple(lower)] |= step
-        border[tuple(upper)] |= step
+    border = ndimage.maximum_filter(truth, size=3) != ndimage.minimum_filter(truth, size=3)  # a 3x3 class change
     distance = ndimage.distance_transform_edt(~border)
     valid = area & (predicted != 255)
     right = valid & (predicted == truth)
