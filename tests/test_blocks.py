@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nerfseg_plugin.blocks.cli import TrainBlocks
-from nerfseg_plugin.blocks.partition import Grid, load_plan, partition_scene
+from nerfseg_plugin.blocks.partition import Grid, SceneFrames, assign_cameras, load_plan, partition_scene
 from nerfseg_plugin.blocks.training import ATTEMPTS_FILE, BlockJob, attempts_of
 
 METHOD = "rsseg-splat-lite"
@@ -81,6 +81,43 @@ def test_partition_puts_every_camera_that_sees_a_block_in_it(partitioned, tiny_s
         assert sorted(Path(f["file_path"]).name for f in written["frames"]) == sorted(block["views"])
         assert block["labeled_views"], "labeled views go to every block they see"
     assert load_plan(output) == plan
+
+
+def _nadir_strip(centres: list[float], labeled: list[bool]) -> SceneFrames:
+    """Nadir cameras 1 m above a row of 100 ground points (x 0.01 .. 1.99), each seeing a 1 m wide strip."""
+    count = len(centres)
+    poses = np.zeros((count, 3, 4))
+    poses[:, :, :3] = np.eye(3)  # OpenGL: looking along -z, i.e. straight down
+    poses[:, :, 3] = [[x, 0.5, 1.0] for x in centres]
+    points = np.stack([np.arange(100) * 0.02 + 0.01, np.full(100, 0.5), np.zeros(100)], axis=1)
+    return SceneFrames(
+        camera_to_worlds=poses,
+        intrinsics=np.tile([100.0, 100.0, 50.0, 50.0], (count, 1)),
+        sizes=np.tile([100, 100], (count, 1)),
+        image_paths=[Path(f"{i}.png") for i in range(count)],
+        supervision_paths=[Path(f"{i}_labels.png") if flag else None for i, flag in enumerate(labeled)],
+        evaluation_paths=[None] * count,
+        points=points,
+        colors=np.zeros((100, 3), np.uint8),
+        dataparser_transform=np.eye(4)[:3],
+        dataparser_scale=1.0,
+        camera_model="PINHOLE",
+    )
+
+
+def test_camera_selection_keeps_views_that_show_a_block_only_in_a_corner_out() -> None:
+    # Two blocks split at x = 1 (no overlap). Camera 0 sees only block 0, camera 1 both halves, camera 2 (x 0.85
+    # .. 1.85) 8 of its 50 points in block 0 (16 %), camera 3 the same strip but labeled.
+    frames = _nadir_strip([0.5, 1.0, 1.35, 1.35], [False, False, False, True])
+    grid = Grid(origin=(0.0, 0.0), cell_size=(1.0, 1.0), shape=(2, 1), overlap=0.0)
+    every_view_that_sees = assign_cameras(frames, grid, min_visible_points=5, min_visible_share=0.0)
+    assert every_view_that_sees == [[0, 1, 2, 3], [1, 2, 3]]
+    # A 25 % share: camera 2 leaves block 0; the labeled camera 3 stays in every block it sees.
+    assert assign_cameras(frames, grid, min_visible_points=5, min_visible_share=0.25) == [[0, 1, 3], [1, 2, 3]]
+    # A share no block reaches for camera 1 (50 / 50): it still joins one block, never none.
+    strict = assign_cameras(frames, grid, min_visible_points=5, min_visible_share=0.9)
+    assert sorted(i for block in strict for i in block if i == 1) == [1]
+    assert 0 in strict[0] and 2 in strict[1] and all(3 in block for block in strict)
 
 
 def test_blocks_share_the_full_scene_model_frame(partitioned, tiny_scene: Path) -> None:

@@ -11,7 +11,7 @@ from training_utils import setup_pipeline, train
 from nerfseg_plugin.core.keys import SEMANTIC_LABELS
 from nerfseg_plugin.method_configs.splat_methods import rsseg_splat_lite
 from nerfseg_plugin.semantics.model_mixin import SEMANTIC_LOSS
-from nerfseg_plugin.splat.model import SEMANTIC_FEATURES
+from nerfseg_plugin.splat.model import SEMANTIC_FEATURES, flatness
 
 SMALL = {"num_random": 400, "warmup_length": 2, "refine_every": 3, "stop_split_at": 50, "num_downscales": 0}
 
@@ -165,6 +165,23 @@ def test_loss_components_switch_off(minimal_scene: Path) -> None:
     pipeline, optimizers, callbacks = setup_pipeline(rsseg_splat_lite.config, minimal_scene, **SMALL)
     keys = set(train(pipeline, optimizers, callbacks, steps=2)[-1])
     assert {"aggregation_2d_loss", "aggregation_3d_loss", SEMANTIC_LOSS, "main_loss"} <= keys
+    assert "flatten_loss" not in keys  # off by default
+    pipeline, optimizers, callbacks = setup_pipeline(
+        rsseg_splat_lite.config, minimal_scene, **SMALL, flatten_weight=0.1
+    )
+    assert "flatten_loss" in train(pipeline, optimizers, callbacks, steps=2)[-1]
+
+
+def test_flatten_loss_thins_only_the_shortest_axis() -> None:
+    log_scales = torch.log(torch.tensor([[2.0, 2.0, 2.0], [1.0, 0.5, 0.01]])).requires_grad_()
+    value = flatness(log_scales)
+    torch.testing.assert_close(value, torch.tensor((1.0 + 0.01) / 2))
+    value.backward()
+    grad = log_scales.grad
+    # Descent shrinks the shortest axis (positive gradient on its log scale) and leaves the others alone: the
+    # largest is detached, so the loss never grows a Gaussian to lower the ratio.
+    assert grad[1, 2] > 0 and grad[1, 0] == 0 and grad[1, 1] == 0
+    assert grad[0].gt(0).sum() == 1 and grad[0].lt(0).sum() == 0
 
 
 def test_training_fits_the_labeled_views(tiny_scene: Path) -> None:

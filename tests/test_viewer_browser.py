@@ -38,14 +38,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_for(condition, timeout: float, what: str):
+def _wait_for(condition, timeout: float, what: str, log: Path | None = None, ignored: tuple = ()):
+    """Poll ``condition`` until it returns something true; ``ignored`` exceptions count as "not yet" (e.g. an
+    element the page redrew between finding it and reading it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        result = condition()
+        try:
+            result = condition()
+        except ignored:
+            result = None
         if result:
             return result
         time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    tail = f"\nlast lines of {log}:\n" + log.read_text()[-3000:] if log is not None and log.is_file() else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{tail}")
 
 
 @pytest.fixture
@@ -107,8 +113,11 @@ def _class_colour_share(image: np.ndarray, colours: np.ndarray, tolerance: float
 
 
 def test_viewer_shows_the_semantic_render_and_legend(viewer_url: str, browser, tiny_scene: Path, tmp_path: Path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
+    viewer_log = tmp_path / "train.log"  # the viewer fixture shares this test's tmp_path
     classes = json.loads((tiny_scene / "classes.json").read_text())["classes"]
     names = [c["name"] for c in classes]
     colours = np.asarray([c["color"] for c in classes])
@@ -121,19 +130,34 @@ def test_viewer_shows_the_semantic_render_and_legend(viewer_url: str, browser, t
         selects = browser.find_elements(By.CSS_SELECTOR, "input.mantine-Select-input")
         return next((s for s in selects if s.get_attribute("value") in ("rgb", "semantics_colormap")), None)
 
-    def open_options():
+    def semantic_option():
+        options = browser.find_elements(By.CSS_SELECTOR, "[role='option']")
+        return next((o for o in options if o.text.strip() == "semantics_colormap"), None)
+
+    def choose_semantics() -> bool:
         select = output_select()
         if select is None:
-            return None
+            return False
         select.click()
-        options = browser.find_elements(By.CSS_SELECTOR, "[role='option']")
-        wanted = [o for o in options if o.text.strip() == "semantics_colormap"]
-        if not wanted:
-            select.click()  # the options arrive with the first render: close and retry
-        return wanted[0] if wanted else None
+        # The dropdown draws a moment after the click: look for a while before closing it, so that on a slow
+        # machine it is never closed again before its options were drawn.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            option = semantic_option()
+            if option is not None:
+                option.click()
+                return True
+            time.sleep(0.25)
+        select.send_keys(Keys.ESCAPE)  # the output types arrive with the first render: close and retry
+        return False
 
-    _wait_for(open_options, 60, "semantics_colormap among the output types").click()
-    _wait_for(lambda: output_select().get_attribute("value") == "semantics_colormap", 10, "the output to switch")
+    # The first render on a 2-core CPU can take a while after the page is up; 180 s leaves room for a slow day.
+    redrawn = (StaleElementReferenceException,)  # the panel redraws when the first render brings its outputs
+    _wait_for(choose_semantics, 180, "semantics_colormap among the output types", log=viewer_log, ignored=redrawn)
+    _wait_for(
+        lambda: output_select().get_attribute("value") == "semantics_colormap", 10, "the output to switch",
+        ignored=redrawn,
+    )  # fmt: skip
 
     canvas = max(browser.find_elements(By.TAG_NAME, "canvas"), key=lambda c: c.size["width"] * c.size["height"])
     shot = tmp_path / "viewer_semantics.png"

@@ -35,6 +35,10 @@ class TrainBlocks:
     """Each block's cameras and initial points come from its cell grown by this fraction of a cell per side."""
     min_visible_points: int = 20
     """A camera joins a block when it sees at least this many of the block's sparse points."""
+    min_visible_share: float = 0.25
+    """... and when at least this share of the sparse points it sees lie in the block (VastGaussian's 25 %
+    visibility threshold), so a view showing the block only in a corner stays out of its memory; labeled views
+    join every block they see, and a view no block takes joins the one it sees most of. 0 = every view that sees."""
     ray_address: str | None = None
     """Address of an existing Ray cluster (e.g. ray://head:10001 or auto); default: a local Ray on this machine."""
     num_cpus: int = 2
@@ -53,6 +57,8 @@ class TrainBlocks:
     def main(self) -> dict:
         if (self.num_blocks is None) == (self.block_size is None):
             raise SystemExit("rsseg-train-blocks: give exactly one of --num-blocks and --block-size")
+        if not 0 <= self.min_visible_share <= 1:
+            raise SystemExit(f"rsseg-train-blocks: --min-visible-share must be in [0, 1], got {self.min_visible_share}")
         if not 0 <= self.overlap < 1:
             raise SystemExit(f"rsseg-train-blocks: --overlap must be in [0, 1), got {self.overlap}")
         dataparser = self._dataparser_config()
@@ -63,6 +69,7 @@ class TrainBlocks:
             block_size=self.block_size,
             overlap=self.overlap,
             min_visible_points=self.min_visible_points,
+            min_visible_share=self.min_visible_share,
         )
         print(f"Partitioned {plan['num_views']} views into {len(plan['blocks'])} blocks: {self.output_dir}")
         results = self.train_all(plan)

@@ -176,16 +176,30 @@ def visible_points(frames: SceneFrames, points: np.ndarray) -> np.ndarray:
     return (depth > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
 
 
-def assign_cameras(frames: SceneFrames, grid: Grid, min_visible_points: int) -> list[list[int]]:
+def assign_cameras(
+    frames: SceneFrames, grid: Grid, min_visible_points: int, min_visible_share: float = 0.0
+) -> list[list[int]]:
     """Per block, the cameras that see at least ``min_visible_points`` of its sparse points (all of them when the
-    block has fewer)."""
+    block has fewer) and, unless labeled, whose visible sparse points lie at least ``min_visible_share`` in the
+    block (VastGaussian's visibility-based camera selection takes a camera when the region covers > 25 % of its
+    image; the share of its sparse points stands in for that area: a view that shows the block in a corner adds
+    little to it but its whole image to the block's memory). Labeled views join every block they see; a view that
+    no block takes under the share joins the one holding most of what it sees, so no photo is dropped."""
     visible = visible_points(frames, frames.points)
-    assignment = []
+    labeled = np.asarray([path is not None for path in frames.supervision_paths])
+    seen_per_camera = np.maximum(visible.sum(axis=1), 1)
+    sees, share = [], []
     for block in range(grid.num_blocks):
         inside = grid.in_expanded(block, frames.points[:, :2])
         needed = max(1, min(min_visible_points, int(inside.sum())))
-        assignment.append(np.flatnonzero(visible[:, inside].sum(axis=1) >= needed).tolist())
-    return assignment
+        counts = visible[:, inside].sum(axis=1)
+        sees.append(counts >= needed)
+        share.append(counts / seen_per_camera)
+    sees_all, share_all = np.stack(sees), np.stack(share)  # [blocks, cameras]
+    member = sees_all & ((share_all >= min_visible_share) | labeled[None])
+    orphans = np.flatnonzero(~member.any(axis=0) & sees_all.any(axis=0))
+    member[np.argmax(np.where(sees_all, share_all, -1.0)[:, orphans], axis=0), orphans] = True
+    return [np.flatnonzero(row).tolist() for row in member]
 
 
 def _relative(path: Path, start: Path) -> str:
@@ -232,6 +246,7 @@ def partition_scene(
     block_size: float | None,
     overlap: float,
     min_visible_points: int,
+    min_visible_share: float = 0.0,
 ) -> dict:
     """Write DIR/blocks/<i>/scene for every block and DIR/partition.json (the plan the merge reads)."""
     frames = load_scene_frames(dataparser_config)
@@ -240,7 +255,7 @@ def partition_scene(
     # Block size is given in metres; the model frame is the file's frame times the dataparser's scale.
     size = None if block_size is None else block_size * frames.dataparser_scale
     grid = grid_for(low, high, num_blocks, size, overlap)
-    assignment = assign_cameras(frames, grid, min_visible_points)
+    assignment = assign_cameras(frames, grid, min_visible_points, min_visible_share)
     blocks = []
     for block, cameras in enumerate(assignment):
         names = [frames.image_paths[i].name for i in cameras]
@@ -273,6 +288,7 @@ def partition_scene(
         "dataparser_transform": frames.dataparser_transform.tolist(),
         "dataparser_scale": frames.dataparser_scale,
         "num_views": len(frames.image_paths),
+        "camera_selection": {"min_visible_points": min_visible_points, "min_visible_share": min_visible_share},
         "blocks": blocks,
     }
     write_json_atomic(output_dir / PLAN_FILE, plan)

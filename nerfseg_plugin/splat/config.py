@@ -56,5 +56,10 @@ class RssegSplatModelConfig(SplatfactoModelConfig):
     """Densification never grows beyond this many Gaussians (paper: at most 300k): a refinement that would pass it
     grows only its highest-gradient candidates (``CappedStrategy``); pruning goes on until the
     strategy's refine_stop_iter (stop_split_at), as gsplat's DefaultStrategy refines nothing after it."""
+    flatten_weight: float = 0.0
+    """Weight of a flattening loss, mean over Gaussians of smallest / largest scale (the largest detached, so it
+    thins Gaussians into surface disks and never grows them): the surface prior of NeuSG / Gaussian surfels
+    (their L1 on the smallest scale, made unit-free here), for straight-down renders (label ortho, DSM) in which
+    a round Gaussian on a facade covers ground beside the building. 0 = splatfacto's Gaussians."""
     pca_refit_every: int = 500
     """Training steps between refits of the fixed PCA projection shown as semantic_features_pca."""

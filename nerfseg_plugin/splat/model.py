@@ -43,6 +43,13 @@ def resize_nearest(labels: Tensor, height: int, width: int) -> Tensor:
     return resized.to(labels.dtype)
 
 
+def flatness(log_scales: Tensor) -> Tensor:
+    """Mean smallest / largest scale of the Gaussians (1 for spheres, 0 for flat disks); the largest is detached,
+    so the gradient only thins a Gaussian's shortest axis."""
+    scales = torch.exp(log_scales)
+    return (scales.min(dim=-1).values / scales.max(dim=-1).values.detach()).mean()
+
+
 class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
     """Splatfacto with semantic features; see RssegSplatModelConfig for every switch."""
 
@@ -234,6 +241,8 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> dict[str, Tensor]:
         losses = super().get_loss_dict(outputs, batch, metrics_dict)
+        if self.training and self.config.flatten_weight > 0:
+            losses["flatten_loss"] = self.config.flatten_weight * flatness(self.gauss_params["scales"])
         if not self.training or self.step < self.config.semantic_start_step:
             return losses
         logits = outputs[SEMANTIC_LOGITS]
