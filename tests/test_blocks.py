@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,7 +36,13 @@ def _dataparser(scene: Path):
 def partitioned(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     output = tmp_path_factory.mktemp("blocks")
     plan = partition_scene(
-        _dataparser(tiny_scene), output, num_blocks=2, block_size=None, overlap=0.2, min_visible_points=20
+        _dataparser(tiny_scene),
+        output,
+        num_blocks=2,
+        block_size=None,
+        overlap=0.2,
+        min_visible_points=20,
+        min_visible_share=0.0,  # every camera that sees a block: the rule the next test checks independently
     )
     return output, plan
 
@@ -118,6 +125,21 @@ def test_camera_selection_keeps_views_that_show_a_block_only_in_a_corner_out() -
     strict = assign_cameras(frames, grid, min_visible_points=5, min_visible_share=0.9)
     assert sorted(i for block in strict for i in block if i == 1) == [1]
     assert 0 in strict[0] and 2 in strict[1] and all(3 in block for block in strict)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"num_blocks": 2, "min_visible_share": 1.5}, "--min-visible-share must be in [0, 1], got 1.5"),
+        ({"num_blocks": 2, "overlap": 1.0}, "--overlap must be in [0, 1), got 1.0"),
+        ({"num_blocks": 2, "block_size": 50.0}, "give exactly one of --num-blocks and --block-size"),
+    ],
+)
+def test_bad_options_stop_before_anything_is_written(tiny_scene: Path, tmp_path: Path, options, message) -> None:
+    output = tmp_path / "blocks"
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        TrainBlocks(data=tiny_scene, output_dir=output, **options).main()
+    assert not output.exists()
 
 
 def test_blocks_share_the_full_scene_model_frame(partitioned, tiny_scene: Path) -> None:

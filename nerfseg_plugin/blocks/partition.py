@@ -177,7 +177,7 @@ def visible_points(frames: SceneFrames, points: np.ndarray) -> np.ndarray:
 
 
 def assign_cameras(
-    frames: SceneFrames, grid: Grid, min_visible_points: int, min_visible_share: float = 0.0
+    frames: SceneFrames, grid: Grid, min_visible_points: int, min_visible_share: float
 ) -> list[list[int]]:
     """Per block, the cameras that see at least ``min_visible_points`` of its sparse points (all of them when the
     block has fewer) and, unless labeled, whose visible sparse points lie at least ``min_visible_share`` in the
@@ -246,7 +246,7 @@ def partition_scene(
     block_size: float | None,
     overlap: float,
     min_visible_points: int,
-    min_visible_share: float = 0.0,
+    min_visible_share: float,
 ) -> dict:
     """Write DIR/blocks/<i>/scene for every block and DIR/partition.json (the plan the merge reads)."""
     frames = load_scene_frames(dataparser_config)
