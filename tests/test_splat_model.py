@@ -220,3 +220,12 @@ def test_training_renders_depth_only_when_asked(splat) -> None:
     assert with_depth["depth"].shape == (*with_depth["rgb"].shape[:2], 1)
     torch.testing.assert_close(with_depth[SEMANTIC_FEATURES], plain[SEMANTIC_FEATURES])
     torch.testing.assert_close(with_depth["accumulation"], plain["accumulation"])  # rgb: random background
+    # the depth channel is the expected depth of an "ED" pass over the same Gaussians, not a feature channel
+    viewmat, K, width, height = model._projection(camera, camera.camera_to_worlds)
+    ones = torch.ones_like(model.gauss_params[SEMANTIC_FEATURES][:, :1])
+    expected, alpha, _ = model._rasterize(
+        ones, viewmat, K, width, height, geometry_grad=False, render_mode="RGB+ED", crop_ids=None
+    )
+    covered = alpha[0, ..., 0] > 0
+    assert covered.any()
+    torch.testing.assert_close(with_depth["depth"][covered], expected[0, ..., -1:][covered])

@@ -138,6 +138,8 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
             **backend_options,
         )
 
+    # get_outputs follows splatfacto's steps (nerfstudio 1.1.5 has no render hook: its get_outputs calls gsplat
+    # directly and moves K with .cuda()); only the render step differs, the steps around it mirror splatfacto's.
     def get_outputs(self, camera: Cameras) -> dict[str, Tensor]:  # type: ignore[override]
         if not isinstance(camera, Cameras):
             return {}
@@ -150,7 +152,16 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
                 return self.get_empty_outputs(
                     int(camera.width.item()), int(camera.height.item()), self.background_color
                 )
+        viewmat, K, width, height = self._projection(camera, camera_to_world)
+        # splatfacto's choice: depth only when evaluating or when output_depth_during_training asks for it
+        with_depth = self.config.output_depth_during_training or not self.training
+        render, alpha, feature_map = self._render_step(camera_to_world, viewmat, K, width, height, crop_ids, with_depth)
+        outputs = self._composite(render, alpha, camera, width, height, with_depth)
+        outputs.update(self._semantic_maps(feature_map.squeeze(0)))
+        return outputs
 
+    def _projection(self, camera: Cameras, camera_to_world: Tensor) -> tuple[Tensor, Tensor, int, int]:
+        """View matrix, intrinsics (on the model's device) and size at splatfacto's current downscale factor."""
         downscale = self._get_downscale_factor()
         camera.rescale_output_resolution(1 / downscale)
         viewmat = get_viewmat(camera_to_world)
@@ -158,7 +169,20 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
         width, height = int(camera.width.item()), int(camera.height.item())
         self.last_size = (height, width)
         camera.rescale_output_resolution(downscale)
+        return viewmat, K, width, height
 
+    def _render_step(
+        self,
+        camera_to_world: Tensor,
+        viewmat: Tensor,
+        K: Tensor,
+        width: int,
+        height: int,
+        crop_ids: Tensor | None,
+        with_depth: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Colour (+ expected depth) and the semantic feature map, ``([1, H, W, 3(+1)], [1, H, W, 1],
+        [1, H, W, C])``; runs the strategy's pre-backward step on the colour pass's info, as splatfacto does."""
         params = self.gauss_params
         pick = (lambda t: t[crop_ids]) if crop_ids is not None else (lambda t: t)
         sh_degree = (
@@ -180,8 +204,6 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
         stop_feature_geometry_grad = not self.config.semantic_geometry_gradients and torch.is_grad_enabled()
         on_cpu = resolve_backend(self.config.rasterizer_backend, self.device.type == "cuda") == "cpu"
         joint = not stop_feature_geometry_grad or on_cpu
-        # splatfacto's choice: depth only when evaluating or when output_depth_during_training asks for it
-        with_depth = self.config.output_depth_during_training or not self.training
         render, alpha, self.info = self._rasterize(
             torch.cat([colors, features], -1) if joint else colors,
             viewmat,
@@ -199,36 +221,35 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
             )
         if joint:
             feature_map = render[..., 3 : 3 + features.shape[-1]]
+            render = torch.cat([render[..., :3], render[..., -1:]], -1) if with_depth else render[..., :3]
         else:
             feature_map, _, _ = self._rasterize(
                 features, viewmat, K, width, height, geometry_grad=False, render_mode="RGB", crop_ids=crop_ids
             )
+        return render, alpha, feature_map
+
+    def _composite(
+        self, render: Tensor, alpha: Tensor, camera: Cameras, width: int, height: int, with_depth: bool
+    ) -> dict[str, Tensor]:
+        """Splatfacto's outputs from a colour (+ depth) render: background, bilateral grid, depth where empty."""
         background = self._get_background_color()
         rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)
         if self.config.use_bilateral_grid and self.training and camera.metadata and "cam_idx" in camera.metadata:
             rgb = self._apply_bilateral_grid(rgb, camera.metadata["cam_idx"], height, width)
         depth = None
         if with_depth:
-            depth = render[..., -1:]
+            depth = render[..., 3:4]
             depth = torch.where(alpha > 0, depth, depth.detach().max()).squeeze(0)
         if background.shape[0] == 3 and not self.training:
             background = background.expand(height, width, 3)
+        return {"rgb": rgb.squeeze(0), "depth": depth, "accumulation": alpha.squeeze(0), "background": background}
 
-        feature_map = feature_map.squeeze(0)
-        outputs = {
-            "rgb": rgb.squeeze(0),
-            "depth": depth,
-            "accumulation": alpha.squeeze(0),
-            "background": background,
-        }
+    def _semantic_maps(self, feature_map: Tensor) -> dict[str, Tensor]:
+        """Training: logits and features for the losses; otherwise the display images and logits."""
         logits = self.semantic_decoder(feature_map)
         if self.training:  # display images are for the viewer and evaluation, not for the loss
-            outputs[SEMANTIC_LOGITS] = logits
-            outputs[SEMANTIC_FEATURES] = feature_map
-        else:
-            outputs.update(self.semantic_outputs(logits))
-            outputs[SEMANTIC_FEATURES_PCA] = self._fixed_pca()(feature_map)
-        return outputs
+            return {SEMANTIC_LOGITS: logits, SEMANTIC_FEATURES: feature_map}
+        return {**self.semantic_outputs(logits), SEMANTIC_FEATURES_PCA: self._fixed_pca()(feature_map)}
 
     def _fixed_pca(self) -> FixedPCAProjection:
         """One projection per model state, fitted on the per-Gaussian features (not on a frame), so every view
