@@ -155,8 +155,10 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
         viewmat, K, width, height = self._projection(camera, camera_to_world)
         # splatfacto's choice: depth only when evaluating or when output_depth_during_training asks for it
         with_depth = self.config.output_depth_during_training or not self.training
-        render, alpha, feature_map = self._render_step(camera_to_world, viewmat, K, width, height, crop_ids, with_depth)
-        outputs = self._composite(render, alpha, camera, width, height, with_depth)
+        colour, depth, alpha, feature_map = self._render_step(
+            camera_to_world, viewmat, K, width, height, crop_ids, with_depth
+        )
+        outputs = self._composite(colour, depth, alpha, camera, width, height)
         outputs.update(self._semantic_maps(feature_map.squeeze(0)))
         return outputs
 
@@ -180,9 +182,10 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
         height: int,
         crop_ids: Tensor | None,
         with_depth: bool,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Colour (+ expected depth) and the semantic feature map, ``([1, H, W, 3(+1)], [1, H, W, 1],
-        [1, H, W, C])``; runs the strategy's pre-backward step on the colour pass's info, as splatfacto does."""
+    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+        """Colour, expected depth (None without ``with_depth``), alpha and the semantic feature map, ``[1, H, W, 3]``,
+        ``[1, H, W, 1]``, ``[1, H, W, 1]``, ``[1, H, W, C]``; runs the strategy's pre-backward step on the colour
+        pass's info, as splatfacto does."""
         params = self.gauss_params
         pick = (lambda t: t[crop_ids]) if crop_ids is not None else (lambda t: t)
         sh_degree = (
@@ -221,24 +224,22 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
             )
         if joint:
             feature_map = render[..., 3 : 3 + features.shape[-1]]
-            render = torch.cat([render[..., :3], render[..., -1:]], -1) if with_depth else render[..., :3]
         else:
             feature_map, _, _ = self._rasterize(
                 features, viewmat, K, width, height, geometry_grad=False, render_mode="RGB", crop_ids=crop_ids
             )
-        return render, alpha, feature_map
+        depth = render[..., -1:] if with_depth else None  # "RGB+ED" puts the expected depth last
+        return render[..., :3], depth, alpha, feature_map
 
     def _composite(
-        self, render: Tensor, alpha: Tensor, camera: Cameras, width: int, height: int, with_depth: bool
+        self, colour: Tensor, depth: Tensor | None, alpha: Tensor, camera: Cameras, width: int, height: int
     ) -> dict[str, Tensor]:
         """Splatfacto's outputs from a colour (+ depth) render: background, bilateral grid, depth where empty."""
         background = self._get_background_color()
-        rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)
+        rgb = torch.clamp(colour + (1 - alpha) * background, 0.0, 1.0)
         if self.config.use_bilateral_grid and self.training and camera.metadata and "cam_idx" in camera.metadata:
             rgb = self._apply_bilateral_grid(rgb, camera.metadata["cam_idx"], height, width)
-        depth = None
-        if with_depth:
-            depth = render[..., 3:4]
+        if depth is not None:
             depth = torch.where(alpha > 0, depth, depth.detach().max()).squeeze(0)
         if background.shape[0] == 3 and not self.training:
             background = background.expand(height, width, 3)
