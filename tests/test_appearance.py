@@ -169,10 +169,20 @@ def test_nerf_stage_two_draws_rays_for_the_2d_targets(tiny_scene: Path) -> None:
     train(pipeline, optimizers, callbacks, steps=21)
     driver.after_step(20)
     assert pipeline.model.appearance_targets is not None
-    _, batch = pipeline.datamanager.next_train(21)
+    ray_bundle, batch = pipeline.datamanager.next_train(21)
     supervised = set(pipeline.datamanager.train_dataset.supervised_indices)
     frames = set(batch["indices"][:, 0].tolist())
     assert frames - supervised, "no ray from an unlabeled frame"
+    # The 2D pull is averaged over the rays without a user label: the batch's labeled half does not dilute it.
+    model = pipeline.model
+    outputs = model(ray_bundle)
+    loss = model.get_loss_dict(outputs, batch)[APPEARANCE_LOSS]
+    targets, weights = model.appearance_targets.for_rays(batch["indices"])
+    unlabeled = batch[SEMANTIC_LABELS] == IGNORE
+    assert 0 < int(unlabeled.sum()) < len(unlabeled)
+    per_ray = F.cross_entropy(outputs["semantics"], targets.long(), reduction="none")
+    expected = (per_ray * weights * unlabeled).sum() / unlabeled.sum()
+    assert torch.allclose(loss, model.appearance_loss_weight * expected, rtol=1e-4)
     history = train(pipeline, optimizers, callbacks, steps=2, start=21)
     assert APPEARANCE_LOSS in history[-1] and f"colour_{APPEARANCE_LOSS}" in history[-1]
 

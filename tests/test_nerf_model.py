@@ -306,3 +306,30 @@ def test_semantic_rays_mix_pseudo_labeled_frames(tiny_scene: Path, tmp_path: Pat
     assert torch.all(batch[PSEUDO_LABELS][from_pseudo] == 1)
     assert torch.allclose(batch[PSEUDO_WEIGHTS][from_pseudo], torch.tensor(0.8), atol=1 / 255)
     assert torch.all(batch[SEMANTIC_LABELS][~from_pseudo] != dataset.ignore_index)
+
+
+def test_semantic_grid_reads_the_field_positions_and_trains_in_stage_two_only(
+    tiny_scene: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(tiny_scene, tmp_path)
+    config.pipeline.model.semantic_grid = True
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    model = trainer.pipeline.model
+    initial = parameters(model)
+    trainer.train()
+    after_stage_one = parameters(model)
+    assert not changed(initial, after_stage_one, "semantic_grid.")
+    trainer._start_step, trainer.config.max_num_iterations = STAGE_ONE_STEPS, STAGE_TWO_STEPS
+    trainer.train()
+    final = parameters(model)
+    assert changed(after_stage_one, final, "semantic_grid.")
+    assert not changed(after_stage_one, final, "field.")
+    # The grid is indexed at the field's own normalised sample positions (nerfacto keeps the last ones it used).
+    model.eval()
+    ray_bundle = trainer.pipeline.datamanager.eval_dataset.cameras[0:1].generate_rays(0)[:5, :5].flatten()
+    with torch.no_grad(), model._recorder.recording():
+        super(type(model), model).get_outputs(model.collider(ray_bundle))
+    _, weights, _, positions = model._recorder.take()
+    assert positions.shape == (*weights.shape[:-1], 3)
+    torch.testing.assert_close(positions, model.field._sample_locations)

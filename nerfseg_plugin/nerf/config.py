@@ -29,6 +29,15 @@ class RssegNerfModelConfig(NerfactoModelConfig):
     seg_mlp_input: Literal["encoding+geo", "geo"] = "encoding+geo"
     """Density features the Seg-MLP reads per sample: the frozen hash-grid encoding and geo features of the
     field's density network, or the geo features alone."""
+    semantic_grid: bool = False
+    """Beyond paper 000: give the semantic branch its own trainable hash grid over the sample positions, read by
+    the Seg-MLP beside the frozen density features. The paper's branch can only recombine features the density
+    field learned for geometry and colour, so two surfaces those features do not separate get one label; the grid
+    adds spatial capacity that only the semantic losses train."""
+    semantic_grid_num_levels: int = 8
+    """Resolution levels of the semantic hash grid (2 features each; coarsest 16, finest the field's max_res)."""
+    semantic_grid_log2_hashmap_size: int = 16
+    """log2 of the semantic hash grid's table size per level."""
     seg_mlp_num_layers: int = 2
     """Layers of the Seg-MLP (density features of a sample to s_i)."""
     use_ray_convolution: bool = True

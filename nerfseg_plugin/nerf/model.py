@@ -40,8 +40,9 @@ class FinalSamplesRecorder:
     """Captures, during one nerfacto forward pass, what its ``get_outputs`` computes for the final samples but does
     not return outside training: the samples and their render weights (from the expected-depth renderer, which
     nerfacto calls exactly once per pass, on the final samples) and the field's density features: the output of the
-    field's ``mlp_base`` (first channel the density, then nerfacto's geo features) and, when given, the hash-grid
-    encoding that feeds it. Proposal networks have their own modules, so only the final samples are recorded.
+    field's ``mlp_base`` (first channel the density, then nerfacto's geo features), its input (the samples'
+    positions as the field normalised them) and, when given, the hash-grid encoding that feeds it. Proposal
+    networks have their own modules, so only the final samples are recorded.
 
     Forward hooks rather than a re-implementation keep nerfacto's sampling and rendering the single source of truth.
     """
@@ -60,6 +61,7 @@ class FinalSamplesRecorder:
         def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
             if self._active:
                 self._captured[key] = output
+                self._captured[f"{key}_input"] = args[0]
 
         return hook
 
@@ -76,9 +78,10 @@ class FinalSamplesRecorder:
         finally:
             self._active = False
 
-    def take(self) -> tuple[RaySamples, Float[Tensor, "R S 1"], Float[Tensor, "R S D"]]:
-        """Samples, weights and density features of the last recorded pass: the geo features (density channel
-        dropped), preceded by the hash-grid encoding when an encoding module was given."""
+    def take(self) -> tuple[RaySamples, Float[Tensor, "R S 1"], Float[Tensor, "R S D"], Float[Tensor, "R S 3"]]:
+        """Samples, weights, density features and normalised positions of the last recorded pass: the geo features
+        (density channel dropped), preceded by the hash-grid encoding when an encoding module was given, and the
+        positions in the field's normalised [0, 1] cube (nerfacto's contraction; zero outside it)."""
         captured, self._captured = self._captured, {}
         if {"samples", "weights", "base"} - captured.keys():
             raise RuntimeError("no nerfacto forward pass was recorded (did get_outputs call the field?)")
@@ -89,7 +92,8 @@ class FinalSamplesRecorder:
         features = [captured["base"].view(*leading, -1)[..., 1:].float()]  # type: ignore[union-attr]
         if "encoding" in captured:
             features.insert(0, captured["encoding"].view(*leading, -1).float())  # type: ignore[union-attr]
-        return samples, weights, torch.cat(features, dim=-1)
+        positions = captured["base_input"].view(*leading, 3).float()  # type: ignore[union-attr]
+        return samples, weights, torch.cat(features, dim=-1), positions
 
 
 def expose_hash_encoding(density_network: MLPWithHashEncoding) -> HashEncoding:
@@ -137,8 +141,10 @@ class RssegNerfModel(SemanticViewerMixin, SemanticModelMixin, NerfactoModel):
         cfg = self.config
         encoding = expose_hash_encoding(self.field.mlp_base) if cfg.seg_mlp_input == "encoding+geo" else None
         encoding_dim = encoding.get_out_dim() if encoding is not None else 0
+        self.semantic_grid = self._build_semantic_grid() if cfg.semantic_grid else None
+        grid_dim = self.semantic_grid.get_out_dim() if self.semantic_grid is not None else 0
         self.semantic_branch = SemanticBranch(
-            density_feature_dim=encoding_dim + self.field.geo_feat_dim,
+            density_feature_dim=encoding_dim + self.field.geo_feat_dim + grid_dim,
             num_classes=label_space.num_classes,
             feature_dim=cfg.semantic_feature_dim,
             seg_mlp_num_layers=cfg.seg_mlp_num_layers,
@@ -153,9 +159,24 @@ class RssegNerfModel(SemanticViewerMixin, SemanticModelMixin, NerfactoModel):
         self.geometry_frozen = False
         self._recorder = FinalSamplesRecorder(self.field.mlp_base, self.renderer_expected_depth, encoding)
 
+    def _build_semantic_grid(self) -> HashEncoding:
+        """The semantic branch's own hash grid (``semantic_grid``), from 16 to the density field's finest
+        resolution, in the field's implementation (tinycudann on GPU when installed, torch otherwise)."""
+        cfg = self.config
+        return HashEncoding(
+            num_levels=cfg.semantic_grid_num_levels,
+            min_res=16,
+            max_res=cfg.max_res,
+            log2_hashmap_size=cfg.semantic_grid_log2_hashmap_size,
+            features_per_level=2,
+            implementation=cfg.implementation,
+        )
+
     def get_param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = super().get_param_groups()
         groups["semantics"] = list(self.semantic_branch.parameters())
+        if self.semantic_grid is not None:
+            groups["semantics"] += list(self.semantic_grid.parameters())
         return groups
 
     # --- stages -----------------------------------------------------------------------------------------------
@@ -188,9 +209,14 @@ class RssegNerfModel(SemanticViewerMixin, SemanticModelMixin, NerfactoModel):
         frozen = torch.no_grad() if self.geometry_frozen else contextlib.nullcontext()
         with frozen, self._recorder.recording():
             outputs = super().get_outputs(ray_bundle)
-        ray_samples, weights, density_features = self._recorder.take()
+        ray_samples, weights, density_features, positions = self._recorder.take()
         midpoints = (ray_samples.frustums.starts + ray_samples.frustums.ends) / 2
-        rendered = self.semantic_branch.render_features(density_features.detach(), midpoints.detach(), weights)
+        sample_features = density_features.detach()
+        if self.semantic_grid is not None:  # trained by the semantic losses only (outside the frozen pass)
+            leading = positions.shape[:-1]
+            grid_features = self.semantic_grid(positions.detach().reshape(-1, 3)).view(*leading, -1).float()
+            sample_features = torch.cat([sample_features, grid_features], dim=-1)
+        rendered = self.semantic_branch.render_features(sample_features, midpoints.detach(), weights)
         logits, colour_logits = self.semantic_branch.classify(rendered, self._colour_input(ray_bundle, outputs))
         outputs.update(self.semantic_outputs(logits))
         if self.training and colour_logits is not None:

@@ -63,17 +63,22 @@ class SemanticModelMixin:
         user_labels: Tensor | None,
     ) -> dict[str, Tensor]:
         """Cross-entropy against the 2D predictions, weighted by their confidence; never where the user labeled
-        (real labels win). Averaged over all pixels (rays) of the batch, not only the supervised ones: where the 2D
-        model supervises a few pixels (an orbit, where the labels reach almost everywhere) its pull stays as small
-        as their share instead of a full-strength loss on them. Empty when no 2D round has run yet."""
+        (real labels win). Averaged over all pixels (rays) of the batch without a user label, not only the
+        supervised ones: where the 2D model supervises a few pixels (an orbit, where the labels reach almost
+        everywhere) its pull stays as small as their share instead of a full-strength loss on them. User-labeled
+        pixels are left out of that share, so a batch's mix (rsseg-nerf's stage-2 batches are half labeled rays)
+        does not dilute it. Empty when no 2D round has run yet."""
         if self.appearance_targets is None or self.appearance_loss_weight <= 0:
             return {}
         targets, weights = targets.to(logits.device), weights.to(logits.device)
+        labeled = torch.zeros_like(weights, dtype=torch.bool)
         if user_labels is not None:
-            weights = torch.where(user_labels.to(logits.device) != self.label_space.ignore_index, 0.0, weights)
+            labeled = user_labels.to(logits.device) != self.label_space.ignore_index
+            weights = torch.where(labeled, 0.0, weights)
         valid = weights > 0
         loss = semantic_cross_entropy(logits[valid], targets[valid], self.label_space.ignore_index, weights[valid])
-        share = weights[valid].sum() / max(weights.numel(), 1)  # sum(w * ce) / #pixels
+        unlabeled = (~labeled).sum().clamp(min=1)  # a tensor: no host sync per step
+        share = weights[valid].sum() / unlabeled  # sum(w * ce) / #pixels without a user label
         return {APPEARANCE_LOSS: self.appearance_loss_weight * share * loss}
 
     def pixel_colours(self, image: Tensor | None) -> contextlib.AbstractContextManager:
