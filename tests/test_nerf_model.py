@@ -308,9 +308,7 @@ def test_semantic_rays_mix_pseudo_labeled_frames(tiny_scene: Path, tmp_path: Pat
     assert torch.all(batch[SEMANTIC_LABELS][~from_pseudo] != dataset.ignore_index)
 
 
-def test_semantic_grid_reads_the_field_positions_and_trains_in_stage_two_only(
-    tiny_scene: Path, tmp_path: Path
-) -> None:
+def test_semantic_grid_reads_the_field_positions_and_trains_in_stage_two_only(tiny_scene: Path, tmp_path: Path) -> None:
     config = tiny_config(tiny_scene, tmp_path)
     config.pipeline.model.semantic_grid = True
     trainer = config.setup(local_rank=0, world_size=1)
