@@ -21,6 +21,7 @@ from nerfseg_plugin.evaluation.render import render_pipeline_views
 from nerfseg_plugin.export.label_maps import LabelView, write_label_maps
 from nerfseg_plugin.method_configs.nerf_methods import rsseg_nerf, rsseg_nerf_lite
 from nerfseg_plugin.nerf.datamanager import PIXEL_RGB, RssegNerfDatamanagerConfig
+from nerfseg_plugin.nerf.hash_encoding import TorchHashEncoding, use_torch_hash_encoding
 from nerfseg_plugin.nerf.model import expose_hash_encoding
 from nerfseg_plugin.nerf.ray_convolution import RayConvolution, ray_neighbours
 from nerfseg_plugin.nerf.semantic_branch import SemanticBranch
@@ -131,6 +132,27 @@ def test_a_fused_density_network_is_split_to_expose_its_encoding() -> None:
     assert encoding.get_out_dim() == 8 and network(torch.rand(5, 3)).shape == (5, 16)
 
 
+@pytest.mark.parametrize("num_levels, log2_hashmap_size", [(5, 10), (8, 16)])
+def test_the_faster_torch_hash_encoding_matches_nerfstudio(num_levels: int, log2_hashmap_size: int) -> None:
+    def encoding() -> HashEncoding:
+        torch.manual_seed(0)
+        return HashEncoding(
+            num_levels=num_levels, log2_hashmap_size=log2_hashmap_size, max_res=256, implementation="torch"
+        )
+
+    reference, fast = encoding(), encoding()
+    assert use_torch_hash_encoding(torch.nn.Sequential(fast)) == 1 and type(fast) is TorchHashEncoding
+    # on cell corners (integer scaled positions: ceil == floor), inside cells, and at the [0, 1] bounds
+    positions = torch.cat([torch.rand(4000, 3), torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.25, 0.0]])])
+    expected, got = reference(positions), fast(positions)
+    assert torch.equal(expected, got)  # same hash, corner order and interpolation: bitwise equal
+    weights = torch.randn_like(expected)
+    (expected * weights).sum().backward()
+    (got * weights).sum().backward()
+    torch.testing.assert_close(fast.hash_table.grad, reference.hash_table.grad, rtol=1e-5, atol=1e-6)
+    assert use_torch_hash_encoding(torch.nn.Sequential(fast)) == 0  # already swapped
+
+
 # --- configs -----------------------------------------------------------------------------------------------------
 def test_paper_and_lite_configs() -> None:
     paper = rsseg_nerf.config.pipeline.model
@@ -192,6 +214,8 @@ def test_stage_one_trains_the_reconstruction_only(two_stage_run) -> None:
         initial, after_stage_one, "field."
     )
     assert not changed(initial, after_stage_one, "semantic_branch.")
+    encodings = [m for m in pipeline.model.modules() if isinstance(m, HashEncoding)]
+    assert len(encodings) >= 2 and all(type(m) is TorchHashEncoding for m in encodings)  # field and proposal net
 
 
 def test_stage_two_freezes_geometry_and_trains_the_semantic_branch(two_stage_run) -> None:

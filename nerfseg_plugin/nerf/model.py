@@ -26,6 +26,7 @@ from nerfseg_plugin.compat import drop_unavailable_lpips, offline_lpips
 from nerfseg_plugin.core.keys import SEMANTIC_LABELS
 from nerfseg_plugin.nerf.config import RssegNerfModelConfig
 from nerfseg_plugin.nerf.datamanager import PIXEL_RGB
+from nerfseg_plugin.nerf.hash_encoding import use_torch_hash_encoding
 from nerfseg_plugin.nerf.semantic_branch import SemanticBranch
 from nerfseg_plugin.semantics.colormaps import FixedPCAProjection
 from nerfseg_plugin.semantics.model_mixin import SemanticModelMixin
@@ -158,6 +159,7 @@ class RssegNerfModel(SemanticViewerMixin, SemanticModelMixin, NerfactoModel):
         )
         self.geometry_frozen = False
         self._recorder = FinalSamplesRecorder(self.field.mlp_base, self.renderer_expected_depth, encoding)
+        use_torch_hash_encoding(self)  # same outputs, ~1.5x faster torch hash grids (CPU, no tinycudann)
 
     def _build_semantic_grid(self) -> HashEncoding:
         """The semantic branch's own hash grid (``semantic_grid``), from 16 to the density field's finest
