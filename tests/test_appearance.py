@@ -13,7 +13,7 @@ from training_utils import setup_pipeline, train
 from nerfseg_plugin.appearance.config import AppearanceConfig
 from nerfseg_plugin.appearance.driver import AppearanceDriver
 from nerfseg_plugin.appearance.model import AppearanceModel, AppearanceView
-from nerfseg_plugin.appearance.rounds import _surface_uprightness, round_steps
+from nerfseg_plugin.appearance.rounds import AppearanceRounds, _surface_uprightness, round_steps
 from nerfseg_plugin.appearance.targets import AppearanceTargets
 from nerfseg_plugin.core.keys import SEMANTIC_LABELS
 from nerfseg_plugin.method_configs.nerf_methods import rsseg_nerf_lite
@@ -130,6 +130,35 @@ def test_a_round_gives_every_training_view_a_confidence_weighted_target(splat_ro
     summary = driver.rounds.summaries[-1]
     assert 0.0 <= summary.target_coverage <= 1.0 and summary.seconds > 0
     assert summary.reached_share is not None and 0.0 < summary.reached_share < 1.0
+
+
+@pytest.mark.parametrize("first_round_targets", ["confident", "geometric"])
+def test_geometric_first_round_targets_keep_confident_guesses_out_of_the_2d_training_set(
+    splat_round, monkeypatch: pytest.MonkeyPatch, first_round_targets: str
+) -> None:
+    pipeline, _, _, driver = splat_round
+
+    def confident_everywhere(camera, image):  # a field sure of class 0 on every pixel, with the real geometry
+        logits, depth, accumulation = driver._render(camera, image)
+        return torch.zeros_like(logits).index_fill_(-1, torch.tensor([0]), 10.0), depth, torch.ones_like(accumulation)
+
+    fitted: list[list[AppearanceView]] = []
+    monkeypatch.setattr(AppearanceModel, "fit", lambda model, views: fitted.append(views))
+    config = dataclasses.replace(FAST, rounds=(0.5,), reach="geometry", first_round_targets=first_round_targets)
+    label_space = pipeline.model.label_space
+    rounds = AppearanceRounds(config, label_space.num_classes, label_space.ignore_index)
+    pipeline.model.eval()  # as the driver renders a round
+    try:
+        rounds.run(driver._training_views(), confident_everywhere, pipeline.model.device)
+    finally:
+        pipeline.model.train()
+    targeted = [(view.targets != IGNORE) for view in fitted[0]]
+    outside_reach = sum(int((t & ~r).sum()) for t, r in zip(targeted, rounds._reached, strict=True))
+    user_labeled = sum(int((view.targets != IGNORE)[view.weights == 1.0].sum()) for view in fitted[0])
+    if first_round_targets == "geometric":  # only the user's labels lie outside the geometric reach
+        assert outside_reach <= user_labeled and sum(int(t.sum()) for t in targeted) < sum(t.numel() for t in targeted)
+    else:  # every pixel is a target, reached or not
+        assert all(bool(t.all()) for t in targeted) and outside_reach > 0
 
 
 def test_the_3d_loss_is_the_confidence_weighted_cross_entropy_to_the_2d_predictions(splat_round) -> None:

@@ -31,6 +31,13 @@ class AppearanceConfig:
     min_3d_confidence: float = 0.8
     """A 3D-rendered label becomes a 2D training target where its class probability is at least this; its weight is
     that probability. Labeled views' labels always count with weight 1."""
+    first_round_targets: Literal["confident", "geometric"] = "confident"
+    """Which 3D labels train the 2D model in the first round besides the user's: "confident": every pixel the 3D
+    field labels with ``min_3d_confidence``; "geometric": only those that also pass the geometric reach test
+    (``reach_depth_tolerance``), i.e. labels that 3D propagation carried from a labeled view. A field with an
+    appearance path of its own (rsseg-nerf's colour-radiance head) is also confident where no labeled view looked,
+    by colour alone; "geometric" keeps those guesses out of the 2D model's first training set. Later rounds train on
+    every confident pixel either way (the field has fused the 2D predictions by then)."""
     loss_weight: float = 1.0
     """Weight of the cross-entropy of the 3D field against the 2D predictions (per pixel weighted by the 2D
     confidence, never on labeled pixels, which keep their real labels)."""

@@ -163,17 +163,21 @@ class AppearanceRounds:
             rendered.append(entry)
         return rendered
 
-    def _first_round_reach(self, rendered: list[dict[str, Tensor]], confident: list[Tensor]) -> list[Tensor]:
-        """Where the labeled views' labels reached (``config.reach``), at the 2D size."""
-        if self.config.reach == "confidence":
-            return confident
+    def _geometric_reach(self, rendered: list[dict[str, Tensor]]) -> list[Tensor]:
+        """Per view, the pixels whose surface a labeled view saw at a labeled pixel, at the 2D size."""
         geometric = geometric_reach(
             [entry["reach_view"] for entry in rendered], self.ignore_index, self.config.reach_depth_tolerance
         )
-        geometric = [
+        return [
             _resize(mask, tuple(entry["labels"].shape), "nearest").bool()
             for mask, entry in zip(geometric, rendered, strict=True)
         ]
+
+    def _first_round_reach(self, confident: list[Tensor], geometric: list[Tensor] | None) -> list[Tensor]:
+        """Where the labeled views' labels reached (``config.reach``), at the 2D size."""
+        if self.config.reach == "confidence":
+            return confident
+        assert geometric is not None
         if self.config.reach == "geometry":
             return geometric
         return [a | b for a, b in zip(geometric, confident, strict=True)]
@@ -197,25 +201,31 @@ class AppearanceRounds:
     def run(self, views: Sequence[RoundView], render: Renderer, device: torch.device) -> AppearanceTargets:
         """One round; returns (and keeps) the new per-view targets for the 3D loss."""
         started = time.perf_counter()
-        rendered = self._render_all(views, render, self._reached is None and self.config.reach != "confidence")
+        first_round = self._reached is None
+        geometric_targets = first_round and self.config.first_round_targets == "geometric"
+        with_geometry = first_round and (self.config.reach != "confidence" or geometric_targets)
+        rendered = self._render_all(views, render, with_geometry)
         self._fix_normalisation(rendered)
+        geometric = self._geometric_reach(rendered) if with_geometry else None
         ignore = self.ignore_index
         training_views, unlabeled_pixels, targeted_pixels, reached = [], 0, 0, []
-        for entry in rendered:
+        for index, entry in enumerate(rendered):
             confidence, classes = entry["probabilities"].max(dim=-1)
             confident = (confidence >= self.config.min_3d_confidence) & (entry["accumulation"] > 0.5)
             labeled = entry["labels"] != ignore
+            reached.append(confident | labeled)
+            if geometric_targets:
+                confident = confident & geometric[index]  # type: ignore[index]
             targets = torch.where(labeled, entry["labels"], torch.where(confident, classes, ignore))
             weights = torch.where(labeled, 1.0, torch.where(confident, confidence, 0.0))
-            reached.append(confident | labeled)
             unlabeled_pixels += int((~labeled).sum())
             targeted_pixels += int((confident & ~labeled).sum())
             entry["inputs"] = self._inputs(entry)
             training_views.append(
                 AppearanceView(entry["inputs"], targets, weights.float(), labeled=bool(labeled.any()))
             )
-        if self._reached is None:
-            self._reached = self._first_round_reach(rendered, reached)
+        if first_round:
+            self._reached = self._first_round_reach(reached, geometric)
             reach_share = sum(
                 int((r & (e["labels"] == ignore)).sum()) for r, e in zip(self._reached, rendered, strict=True)
             )
