@@ -162,6 +162,8 @@ def test_paper_and_lite_configs() -> None:
     lite = rsseg_nerf_lite.config
     assert 0 < lite.pipeline.model.semantic_stage_start < lite.max_num_iterations
     assert lite.pipeline.model.use_ray_convolution and lite.pipeline.model.use_colour_radiance
+    for method in (rsseg_nerf, rsseg_nerf_lite):  # the colour-radiance head guesses by colour: see AppearanceConfig
+        assert method.config.pipeline.appearance.first_round_targets == "geometric"
 
 
 # --- both stages on a tiny scene -----------------------------------------------------------------------------------
