@@ -77,7 +77,7 @@ rsseg_nerf = MethodSpecification(
 # Measured on a 64-view 256x256 scene (README): 2000 + 500 steps with 32 + 24 samples per ray reached mIoU 38.8;
 # 1200 + 600 steps with 24 + 16 samples, 40% of the compute, 39.7 (with pseudo-labels). Stage 2 is 1800 steps
 # since the 2D appearance rounds (README, rsseg-nerf-lite): at 600 the branch under-fits its own 2D targets' rare
-# classes (unseen orbit s21: 60.5 mIoU at 600, 73.9 at 1800, for ~2 min of ~60 ms steps on the frozen geometry).
+# classes (unseen orbit s21: 60.5 mIoU at 600, 73.9 at 1800, for ~2 min of ~100 ms steps on the frozen geometry).
 LITE_STAGE_ONE_STEPS = 1200
 LITE_STAGE_TWO_STEPS = 1800
 LITE_STEPS = LITE_STAGE_ONE_STEPS + LITE_STAGE_TWO_STEPS

@@ -26,9 +26,10 @@ class TorchHashEncoding(HashEncoding):
         assert in_tensor.shape[-1] == 3
         scaled = in_tensor[..., None, :] * self.scalings.view(-1, 1).to(in_tensor.device)  # [..., L, 3]
         primes = torch.tensor(_HASH_PRIMES, device=in_tensor.device)
+        floor = torch.floor(scaled)
         hashed_c = torch.ceil(scaled).to(torch.int32) * primes  # int64, as nerfstudio's hash_fn
-        hashed_f = torch.floor(scaled).to(torch.int32) * primes
-        offset = scaled - torch.floor(scaled)
+        hashed_f = floor.to(torch.int32) * primes
+        offset = scaled - floor
         cx, cy, cz = hashed_c.unbind(-1)
         fx, fy, fz = hashed_f.unbind(-1)
         cc, cf, ff, fc = cx ^ cy, cx ^ fy, fx ^ fy, fx ^ cy
