@@ -33,8 +33,9 @@ from pathlib import Path
 from nerfseg_plugin.geo.cli import ExportGeo
 options = json.loads(sys.argv[1])
 options["load_config"], options["output_dir"] = Path(options["load_config"]), Path(options["output_dir"])
-if "bounds" in options:
-    options["bounds"] = tuple(options["bounds"])
+for key in ("bounds", "vertical_classes"):
+    if key in options:
+        options[key] = tuple(options[key])
 started = time.perf_counter()
 summary = ExportGeo(**options).main()
 summary["wall_s"] = time.perf_counter() - started
@@ -64,6 +65,8 @@ class BenchExportGeo:
     """Export tile size in pixels."""
     min_photos: int = 2
     """The export's --min-photos and the scored area: truth pixels framed by at least this many photos."""
+    vertical_classes: tuple[str, ...] | None = None
+    """The export's --vertical-classes (default: the scene's rule; the flag alone keeps every class)."""
     utm_offset: tuple[float, float, float] = (500000.0, 4100000.0, 250.0)
     """Translation from scene metres to EPSG:32614 written into a scene without a georeference."""
 
@@ -180,6 +183,40 @@ def _scores(output: Path, scene: Path, offset: tuple[float, float, float], min_p
     }
 
 
+def _scores_at_product_gsd(output: Path, scene: Path, offset: tuple[float, float, float], min_photos: int) -> dict:
+    """The default export (at the photos' GSD) against the truth's majority class in each of its pixels.
+
+    The truth raster is finer than the photos resolve (0.25 m against ~0.5 m on generated scenes), so at its GSD a
+    product is also scored on detail no photo shows. Here each product pixel is compared with the most frequent
+    class of the surveyed truth cells whose centres fall inside it (pixels holding none are not scored).
+    """
+    import rasterio
+
+    from nerfseg_plugin.core.label_space import LabelSpace
+    from nerfseg_plugin.scenegen.ortho_truth import load_ortho_truth
+
+    truth, truth_height, grid = load_ortho_truth(scene)
+    space = LabelSpace.load(scene / "classes.json")
+    with rasterio.open(output / "labels.tif") as labels:
+        predicted, transform = labels.read(1), labels.transform
+    keep = _surveyed(scene, truth_height, grid, min_photos) & (truth != 255)
+    rows, cols = np.nonzero(keep)
+    x = grid["x_min"] + (cols + 0.5) * grid["gsd"] + offset[0]
+    y = grid["y_max"] - (rows + 0.5) * grid["gsd"] + offset[1]
+    product_col = np.floor((x - transform.c) / transform.a).astype(np.int64)
+    product_row = np.floor((y - transform.f) / transform.e).astype(np.int64)
+    inside = (product_col >= 0) & (product_col < predicted.shape[1]) & (product_row >= 0)
+    inside &= product_row < predicted.shape[0]
+    cell = product_row[inside] * predicted.shape[1] + product_col[inside]
+    counts = np.zeros((predicted.size, space.num_classes), dtype=np.int32)
+    np.add.at(counts, (cell, truth[rows[inside], cols[inside]].astype(np.int64)), 1)
+    scored = counts.sum(axis=1) > 0
+    reference = np.where(scored, counts.argmax(axis=1), 255).astype(np.uint8)
+    scores = _label_scores(predicted.reshape(-1), reference, scored, space)
+    scores["area_share"] = float(keep.sum() / (truth != 255).sum())
+    return scores
+
+
 def _where_wrong(
     predicted: np.ndarray, truth: np.ndarray, height: np.ndarray, truth_height: np.ndarray, area: np.ndarray
 ) -> dict:
@@ -218,10 +255,13 @@ def main(bench: BenchExportGeo) -> None:
     x_min, y_max, gsd = grid["x_min"] + offset[0], grid["y_max"] + offset[1], grid["gsd"]
     truth_bounds = [x_min, y_max - grid["height"] * gsd, x_min + grid["width"] * gsd, y_max]
     base = {"load_config": str(config), "tile_size": bench.tile_size, "min_photos": bench.min_photos}
+    if bench.vertical_classes is not None:
+        base["vertical_classes"] = list(bench.vertical_classes)
 
     default = _export({**base, "output_dir": str(bench.work_dir / "export_default")})
     truth = _export({**base, "output_dir": str(bench.work_dir / "export_truth"), "gsd": gsd, "bounds": truth_bounds})
     scores = _scores(bench.work_dir / "export_truth", scene, offset, bench.min_photos)
+    scores["product_gsd"] = _scores_at_product_gsd(bench.work_dir / "export_default", scene, offset, bench.min_photos)
     centre_x, centre_y = 0.5 * (truth_bounds[0] + truth_bounds[2]), 0.5 * (truth_bounds[1] + truth_bounds[3])
     half = 0.5 * (truth_bounds[2] - truth_bounds[0]) * math.sqrt(bench.area_factor)
     large_bounds = [centre_x - half, centre_y - half, centre_x + half, centre_y + half]
@@ -243,6 +283,9 @@ def main(bench: BenchExportGeo) -> None:
         "surveyed": f"surveyed area (framed by >= {bench.min_photos} photos)",
         "whole_truth_grid": "whole truth grid (the generated town, beyond the photos too)",
     }
+    areas["product_gsd"] = (
+        f"default export at the photos' GSD ({default['grid']['gsd']:.3f}), surveyed truth's majority class per pixel"
+    )
     for name, label in areas.items():
         part = scores[name]
         print(

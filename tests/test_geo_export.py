@@ -17,6 +17,8 @@ import torch
 from nerfseg_plugin.core.errors import SceneFormatError
 from nerfseg_plugin.geo.asprs import asprs_codes
 from nerfseg_plugin.geo.cli import PRODUCTS, ExportGeo, export_geo
+from nerfseg_plugin.geo.ortho_render import finish_tile
+from nerfseg_plugin.geo.vertical_classes import resolve_vertical_classes, vertical_classes
 from nerfseg_plugin.scenegen.ortho_truth import load_ortho_truth
 from nerfseg_plugin.splat.cpu_rasterizer import project_gaussians, rasterization_cpu
 
@@ -282,6 +284,38 @@ def test_asprs_defaults_and_overrides(tmp_path: Path) -> None:
     assert asprs_codes(names, path)[6:] == [20, 64]
 
 
+def test_vertical_classes_by_name_and_classes_json(tmp_path: Path) -> None:
+    names = ["terrain", "building_wall", "Facades", "roof", "wallpaper"]
+    assert vertical_classes(names) == [1, 2]
+    path = tmp_path / "classes.json"
+    classes = [{"name": n, "color": [0, 0, 0]} for n in names]
+    classes[1]["vertical"], classes[3]["vertical"] = False, True
+    path.write_text(json.dumps({"classes": classes}))
+    assert vertical_classes(names, path) == [2, 3]
+    assert resolve_vertical_classes(("roof",), names, path) == [3] and resolve_vertical_classes((), names, path) == []
+    with pytest.raises(ValueError, match="unknown classes \\['Roof'\\]"):
+        resolve_vertical_classes(("Roof",), names, path)
+    classes[0]["vertical"] = "yes"
+    path.write_text(json.dumps({"classes": classes}))
+    with pytest.raises(SceneFormatError, match="class 0: 'vertical' must be true or false") as raised:
+        vertical_classes(names, path)
+    assert str(path) in str(raised.value)
+    with pytest.raises(SceneFormatError, match="every class is vertical"):
+        vertical_classes(["wall"])
+
+
+def test_vertical_classes_leave_the_ortho_arg_max_and_its_confidence() -> None:
+    logits = torch.tensor([[[0.0, 3.0, 1.0], [2.0, 0.0, 1.0]]])  # [1, 2, 3]: pixel 0 is class 1 by arg-max
+    ones = torch.ones(1, 2)
+    rgb = torch.zeros(1, 2, 3)
+    plain = finish_tile(rgb, logits, ones, ones, 0.5)
+    assert plain.labels.tolist() == [[1, 0]]
+    tile = finish_tile(rgb, logits, ones, ones, 0.5, vertical=[1])
+    assert tile.labels.tolist() == [[2, 0]]
+    expected = torch.softmax(torch.tensor([0.0, 1.0]), 0).max().item()  # pixel 0 over classes 0 and 2 only
+    assert tile.confidence[0, 0] == pytest.approx(expected) and tile.confidence[0, 1] > plain.confidence[0, 1]
+
+
 def test_ortho_truth_matches_the_town(local_export) -> None:
     scene = local_export[4]
     labels, height, grid = load_ortho_truth(scene)
@@ -343,11 +377,19 @@ def test_products_stop_where_too_few_photos_frame_the_ground(local_export, tmp_p
 
     out, _, _, pipeline, _ = local_export
     num_photos = len(pipeline.datamanager.train_dataset.cameras)
+    # Every class in this export's ortho (no vertical classes), so its labels are the plain arg-max.
     options = ExportGeo(
-        load_config=Path("unused"), output_dir=tmp_path, tile_size=64, local_units="metre", min_photos=num_photos
-    )
+        load_config=Path("unused"), output_dir=tmp_path, tile_size=64, local_units="metre", min_photos=num_photos,
+        vertical_classes=(),
+    )  # fmt: skip
     export_geo(pipeline, options, _Console())
     with rasterio.open(out / "labels.tif") as default, rasterio.open(tmp_path / "labels.tif") as strict:
-        surveyed, framed_by_all = default.read(1) != 255, strict.read(1) != 255
+        default_labels, strict_labels = default.read(1), strict.read(1)
+    surveyed, framed_by_all = default_labels != 255, strict_labels != 255
     assert framed_by_all.any() and framed_by_all.sum() < surveyed.sum()
     assert not (framed_by_all & ~surveyed).any()
+    # The default leaves building_wall out of the label ortho and changes no pixel that was another class.
+    wall = pipeline.model.label_space.names.index("building_wall")
+    both = surveyed & framed_by_all
+    assert not (default_labels == wall).any()
+    assert (default_labels[both] == strict_labels[both])[strict_labels[both] != wall].all()

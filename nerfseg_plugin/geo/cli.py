@@ -46,6 +46,10 @@ class ExportGeo:
     local_units: LocalUnits = "scene"
     """Unit name of the local frame when the scene has no georeference ("metre" for metric scenes, such as
     rsseg-make-scene's)."""
+    vertical_classes: tuple[str, ...] | None = None
+    """Classes of vertical surfaces (walls, facades): a true orthophoto shows none of their area, so the label ortho
+    gives each pixel its best other class (classified.laz keeps them). Default: classes.json's ``"vertical": true``,
+    else by name (a word wall/walls/facade/facades); the flag with no names keeps every class in the ortho."""
     point_cloud: bool = True
     """Write classified.laz (Gaussians for splatting models, ortho surface samples for NeRF models)."""
     min_opacity: float = 0.05
@@ -106,6 +110,7 @@ def export_geo(pipeline, options: ExportGeo, console, started: float | None = No
     from nerfseg_plugin.geo.preview import write_preview
     from nerfseg_plugin.geo.rasters import LABELS, OrthoRasterWriter
     from nerfseg_plugin.geo.vectors import area_summary, vectorise_labels, write_areas, write_class_polygons
+    from nerfseg_plugin.geo.vertical_classes import resolve_vertical_classes
 
     started = time.perf_counter() if started is None else started
     model = pipeline.model
@@ -113,6 +118,7 @@ def export_geo(pipeline, options: ExportGeo, console, started: float | None = No
     frame, scene_dir = pipeline_map_frame(pipeline, options.local_units)
     classes_json = scene_dir / pipeline.datamanager.dataparser.config.classes_file
     asprs = asprs_codes(label_space.names, classes_json)
+    vertical = resolve_vertical_classes(options.vertical_classes, label_space.names, classes_json)
     if frame.is_local:
         console.print(
             f"[bold yellow]{scene_dir / 'transforms.json'} has no 'georeference': writing the products in the "
@@ -132,18 +138,23 @@ def export_geo(pipeline, options: ExportGeo, console, started: float | None = No
         bounds = robust_extent(camera_ground_footprints(frame=frame, ground_height=ground, **cameras), 0.0)
     grid = OrthoGrid.from_bounds(bounds, gsd, options.tile_size)
     where = "the local frame" if frame.is_local else frame.crs
+    if vertical:
+        names = ", ".join(label_space.names[i] for i in vertical)
+        console.print(f"Vertical classes left out of the label ortho (kept in the point cloud): {names}")
     console.print(
         f"Mapping {grid.width} x {grid.height} px at GSD {gsd:.4g} {frame.units} over "
         f"{tuple(round(v, 3) for v in grid.bounds)} ({grid.num_tiles} tiles) in {where}"
     )
     is_splat = hasattr(model, "gauss_params")
     if is_splat:
-        renderer = SplatOrthoRenderer(model, frame, gsd, options.min_coverage)
+        renderer = SplatOrthoRenderer(model, frame, gsd, options.min_coverage, vertical=vertical)
     else:
         heights = points[:, 2] if points is not None else np.array([ground])
         low, high = np.quantile(heights, [0.005, 0.995])
         margin = 0.2 * (high - low) + 1.0
-        renderer = NerfOrthoRenderer(model, frame, gsd, (low - margin, high + margin), options.min_coverage)
+        renderer = NerfOrthoRenderer(
+            model, frame, gsd, (low - margin, high + margin), options.min_coverage, vertical=vertical
+        )
 
     train_cameras = pipeline.datamanager.train_dataset.cameras.to("cpu")
     footprints = PhotoFootprints(views_from_cameras(train_cameras), frame) if options.min_photos > 0 else None

@@ -11,6 +11,7 @@ map's -z, from above the scene down to below its lowest sparse point.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,9 +41,17 @@ class OrthoTile:
     """``[h, w]`` bool: enough of the model was hit to trust the pixel."""
 
 
-def finish_tile(rgb: Tensor, logits: Tensor, height: Tensor, coverage: Tensor, min_coverage: float) -> OrthoTile:
-    """Arg-max, confidence, nodata masking and 8-bit colour from per-pixel renders (``[h, w, ...]`` tensors)."""
-    probabilities = torch.softmax(logits.float(), dim=-1)
+def finish_tile(
+    rgb: Tensor, logits: Tensor, height: Tensor, coverage: Tensor, min_coverage: float, vertical: Sequence[int] = ()
+) -> OrthoTile:
+    """Arg-max, confidence, nodata masking and 8-bit colour from per-pixel renders (``[h, w, ...]`` tensors).
+
+    The ``vertical`` classes (see ``vertical_classes.py``) take no part in the arg-max and the confidence.
+    """
+    logits = logits.float()
+    if len(vertical) > 0:
+        logits = logits.index_fill(-1, torch.as_tensor(list(vertical), device=logits.device), float("-inf"))
+    probabilities = torch.softmax(logits, dim=-1)
     confidence, labels = probabilities.max(dim=-1)
     valid = (coverage.reshape(labels.shape) >= min_coverage).cpu().numpy()
     height_np = height.reshape(labels.shape).float().cpu().numpy()
@@ -85,9 +94,18 @@ def ortho_viewmat(frame: MapFrame, tile: RasterTile, camera_height: float) -> np
 class SplatOrthoRenderer:
     """Ortho tiles of a splatting model (rsseg-splat, rsseg-splat-lite)."""
 
-    def __init__(self, model, frame: MapFrame, gsd: float, min_coverage: float = 0.5, min_opacity: float = 0.0):
+    def __init__(
+        self,
+        model,
+        frame: MapFrame,
+        gsd: float,
+        min_coverage: float = 0.5,
+        min_opacity: float = 0.0,
+        vertical: Sequence[int] = (),
+    ):
         params = model.gauss_params
         self.model, self.frame, self.gsd, self.min_coverage = model, frame, gsd, min_coverage
+        self.vertical = tuple(vertical)
         with torch.no_grad():
             opacity = torch.sigmoid(params["opacities"][:, 0])
             keep = (opacity >= min_opacity).cpu().numpy()
@@ -151,16 +169,23 @@ class SplatOrthoRenderer:
         rgb = render[..., :3] / alpha.clamp(min=1e-6)
         logits = model.semantic_decoder(render[..., 3:-1])
         height = self.camera_height - render[..., -1]
-        return finish_tile(rgb, logits, height, coverage, self.min_coverage)
+        return finish_tile(rgb, logits, height, coverage, self.min_coverage, self.vertical)
 
 
 class NerfOrthoRenderer:
     """Ortho tiles of a NeRF model (rsseg-nerf, rsseg-nerf-lite) from parallel downward rays."""
 
     def __init__(
-        self, model, frame: MapFrame, gsd: float, height_range: tuple[float, float], min_coverage: float = 0.5
+        self,
+        model,
+        frame: MapFrame,
+        gsd: float,
+        height_range: tuple[float, float],
+        min_coverage: float = 0.5,
+        vertical: Sequence[int] = (),
     ):
         self.model, self.frame, self.gsd, self.min_coverage = model, frame, gsd, min_coverage
+        self.vertical = tuple(vertical)
         self.bottom, self.top = height_range
         down = frame.model_from_crs[:3, :3] @ np.array([0.0, 0.0, -1.0])
         self.model_units_per_map_unit = float(np.linalg.norm(down))
@@ -202,5 +227,10 @@ class NerfOrthoRenderer:
         merged = {key: torch.cat(values).reshape(h, w, -1) for key, values in outputs.items()}
         height = self.top - merged["depth"][..., 0] / self.model_units_per_map_unit
         return finish_tile(
-            merged["rgb"], merged[SEMANTIC_LOGITS], height, merged["accumulation"][..., 0], self.min_coverage
+            merged["rgb"],
+            merged[SEMANTIC_LOGITS],
+            height,
+            merged["accumulation"][..., 0],
+            self.min_coverage,
+            self.vertical,
         )
