@@ -394,3 +394,55 @@ def test_products_stop_where_too_few_photos_frame_the_ground(local_export, tmp_p
     assert not (default_labels == wall).any()
     # (>= 99 %, not all: when utm_export ran first, this export is in the UTM frame and near-ties may flip)
     assert (default_labels[both] == strict_labels[both])[strict_labels[both] != wall].mean() >= 0.99
+
+
+def test_a_scene_changed_since_training_is_mapped_in_the_trained_frame(tmp_path: Path) -> None:
+    """A georeference added after training changes the re-parsed frame; the export must use the checkpoint's."""
+    from types import SimpleNamespace
+
+    from nerfstudio.cameras.cameras import Cameras
+
+    from nerfseg_plugin.geo.frames import map_frame
+    from nerfseg_plugin.geo.trained_frame import align_to_trained_frame
+
+    tilt = math.radians(0.3)
+    rotation = np.array([[1, 0, 0], [0, math.cos(tilt), -math.sin(tilt)], [0, math.sin(tilt), math.cos(tilt)]])
+    trained = np.concatenate([rotation, [[0.5], [-1.0], [2.0]]], 1)  # the aerial orientation's tilted estimate
+    parsed = np.concatenate([np.eye(3), [[0.5], [-1.0], [2.0]]], 1)  # georeferenced now: centred only
+    trained_scale, parsed_scale = 0.02, 0.021
+    (tmp_path / "dataparser_transforms.json").write_text(
+        json.dumps({"transform": trained.tolist(), "scale": trained_scale})
+    )
+    centres = np.array([[10.0, 20.0, 80.0], [-30.0, 5.0, 90.0]])  # scene-file camera centres (metres)
+    points = np.array([[1.0, 2.0, 0.0], [-40.0, 35.0, 6.0]])
+
+    def to_model(xyz: np.ndarray, transform: np.ndarray, scale: float) -> np.ndarray:
+        return scale * (xyz @ transform[:, :3].T + transform[:, 3])
+
+    c2w = np.tile(np.eye(4)[:3], (2, 1, 1))
+    c2w[:, :, 3] = to_model(centres, parsed, parsed_scale)
+    cameras = Cameras(torch.tensor(c2w, dtype=torch.float32), fx=100.0, fy=100.0, cx=32.0, cy=32.0)
+    outputs = SimpleNamespace(
+        dataparser_transform=torch.tensor(parsed, dtype=torch.float32),
+        dataparser_scale=parsed_scale,
+        metadata={"points3D_xyz": torch.tensor(to_model(points, parsed, parsed_scale), dtype=torch.float32)},
+    )
+    pipeline = SimpleNamespace(
+        datamanager=SimpleNamespace(train_dataparser_outputs=outputs, train_dataset=SimpleNamespace(cameras=cameras))
+    )
+    assert align_to_trained_frame(pipeline, tmp_path)
+    moved = cameras.camera_to_worlds.double().numpy()
+    np.testing.assert_allclose(moved[:, :, 3], to_model(centres, trained, trained_scale), atol=1e-4)
+    np.testing.assert_allclose(moved[:, :, :3], np.tile(rotation, (2, 1, 1)), atol=1e-6)  # still a rotation
+    np.testing.assert_allclose(
+        outputs.metadata["points3D_xyz"].numpy(), to_model(points, trained, trained_scale), atol=1e-4
+    )
+    meta = {"georeference": {"crs": "EPSG:32614", "scene_to_crs": np.eye(4).tolist()}, "frames": []}
+    frame = map_frame(
+        meta, tmp_path, tmp_path / "transforms.json", outputs.dataparser_transform.numpy(), outputs.dataparser_scale
+    )
+    np.testing.assert_allclose(frame.to_crs(moved[:, :, 3]), centres, atol=1e-3)  # the same physical cameras
+    assert not align_to_trained_frame(pipeline, tmp_path)  # now in agreement: nothing moves again
+    (tmp_path / "dataparser_transforms.json").write_text('{"transform": 3}')
+    with pytest.raises(SceneFormatError, match="dataparser_transforms.json"):
+        align_to_trained_frame(pipeline, tmp_path)

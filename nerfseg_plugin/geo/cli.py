@@ -109,12 +109,19 @@ def export_geo(pipeline, options: ExportGeo, console, started: float | None = No
     from nerfseg_plugin.geo.pointcloud import ClassifiedLasWriter, labeled_gaussians
     from nerfseg_plugin.geo.preview import write_preview
     from nerfseg_plugin.geo.rasters import LABELS, OrthoRasterWriter
+    from nerfseg_plugin.geo.trained_frame import align_to_trained_frame
     from nerfseg_plugin.geo.vectors import area_summary, vectorise_labels, write_areas, write_class_polygons
     from nerfseg_plugin.geo.vertical_classes import resolve_vertical_classes
 
     started = time.perf_counter() if started is None else started
     model = pipeline.model
     label_space = model.label_space
+    run_dir = Path(options.load_config).parent
+    if align_to_trained_frame(pipeline, run_dir):
+        console.print(
+            f"[bold yellow]The scene's frame changed since training (a georeference added or the poses edited?): "
+            f"mapping in the frame of {run_dir / 'dataparser_transforms.json'}, which the checkpoint was trained in."
+        )
     frame, scene_dir = pipeline_map_frame(pipeline, options.local_units)
     classes_json = scene_dir / pipeline.datamanager.dataparser.config.classes_file
     asprs = asprs_codes(label_space.names, classes_json)
