@@ -402,8 +402,8 @@ def test_a_scene_changed_since_training_is_mapped_in_the_trained_frame(tmp_path:
 
     from nerfstudio.cameras.cameras import Cameras
 
+    from nerfseg_plugin.data.trained_frame import align_to_trained_frame, trained_frame_differs
     from nerfseg_plugin.geo.frames import map_frame
-    from nerfseg_plugin.geo.trained_frame import align_to_trained_frame
 
     tilt = math.radians(0.3)
     rotation = np.array([[1, 0, 0], [0, math.cos(tilt), -math.sin(tilt)], [0, math.sin(tilt), math.cos(tilt)]])
@@ -430,7 +430,8 @@ def test_a_scene_changed_since_training_is_mapped_in_the_trained_frame(tmp_path:
     pipeline = SimpleNamespace(
         datamanager=SimpleNamespace(train_dataparser_outputs=outputs, train_dataset=SimpleNamespace(cameras=cameras))
     )
-    assert align_to_trained_frame(pipeline, tmp_path)
+    assert trained_frame_differs(pipeline, tmp_path) and align_to_trained_frame(pipeline, tmp_path)
+    assert not trained_frame_differs(pipeline, tmp_path)
     moved = cameras.camera_to_worlds.double().numpy()
     np.testing.assert_allclose(moved[:, :, 3], to_model(centres, trained, trained_scale), atol=1e-4)
     np.testing.assert_allclose(moved[:, :, :3], np.tile(rotation, (2, 1, 1)), atol=1e-6)  # still a rotation

@@ -81,9 +81,13 @@ class EvaluateRun:
     def main(self) -> dict:
         from nerfstudio.utils.eval_utils import eval_setup
 
+        from nerfseg_plugin.data.trained_frame import changed_scene_warning, trained_frame_differs
+
         if not self.load_config.is_file():
             raise SceneFormatError(self.load_config, "config.yml of a training run not found")
         config, pipeline, checkpoint, step = eval_setup(self.load_config, test_mode="test")
+        if trained_frame_differs(pipeline, self.load_config.parent):
+            CONSOLE.print(changed_scene_warning(self.load_config.parent))
         model = pipeline.model
         if not hasattr(model, "label_space"):
             raise SceneFormatError(self.load_config, f"{config.method_name} is not an rsseg-* (semantic) method")

@@ -40,11 +40,15 @@ class ExportLabels:
     def main(self) -> None:
         from nerfstudio.utils.eval_utils import eval_setup
 
+        from nerfseg_plugin.data.trained_frame import changed_scene_warning, trained_frame_differs
+
         if not self.load_config.is_file():
             raise SceneFormatError(self.load_config, "config.yml of a training run not found")
         if self.camera_path is not None and not self.camera_path.is_file():
             raise SceneFormatError(self.camera_path, "camera path file not found")
         _, pipeline, _, _ = eval_setup(self.load_config, test_mode="test")
+        if trained_frame_differs(pipeline, self.load_config.parent):
+            CONSOLE.print(changed_scene_warning(self.load_config.parent))
         model = pipeline.model
         views = self._views(pipeline)
         written = write_label_maps(

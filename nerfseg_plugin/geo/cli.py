@@ -101,6 +101,7 @@ def export_geo(pipeline, options: ExportGeo, console, started: float | None = No
     from tqdm import tqdm
 
     from nerfseg_plugin.core.geometry import views_from_cameras
+    from nerfseg_plugin.data.trained_frame import align_to_trained_frame
     from nerfseg_plugin.geo.asprs import asprs_codes
     from nerfseg_plugin.geo.footprints import PhotoFootprints
     from nerfseg_plugin.geo.frames import pipeline_map_frame
@@ -109,7 +110,6 @@ def export_geo(pipeline, options: ExportGeo, console, started: float | None = No
     from nerfseg_plugin.geo.pointcloud import ClassifiedLasWriter, labeled_gaussians
     from nerfseg_plugin.geo.preview import write_preview
     from nerfseg_plugin.geo.rasters import LABELS, OrthoRasterWriter
-    from nerfseg_plugin.geo.trained_frame import align_to_trained_frame
     from nerfseg_plugin.geo.vectors import area_summary, vectorise_labels, write_areas, write_class_polygons
     from nerfseg_plugin.geo.vertical_classes import resolve_vertical_classes
 

@@ -6,7 +6,8 @@ transforms.json (a surveyor's usual order: train, then tie the block to the map)
 estimated vertical into the georeference's exact one, and a 0.17 degree tilt moved a 180 m town's label ortho by
 ~0.35 m (1.4 px at 0.25 m; downtown orbit s61: 0.733 against 0.786 mIoU). The run's own
 ``dataparser_transforms.json`` records the frame it was trained in; this module maps the parsed cameras and sparse
-points into it and makes the map frame use it.
+points into it and makes the map frame use it (rsseg-export-geo). The view renderers (rsseg-eval,
+rsseg-export-labels) hold camera copies built when the datamanager was set up, so they warn instead.
 """
 
 from __future__ import annotations
@@ -53,6 +54,25 @@ def parsed_to_trained(
     if np.allclose(correction, np.eye(4), atol=1e-7):
         return None
     return correction
+
+
+def trained_frame_differs(pipeline, run_dir: Path) -> bool:
+    """True when the loaded pipeline's parsed frame is not the one its checkpoint was trained in."""
+    trained = read_trained_transform(run_dir)
+    if trained is None:
+        return False
+    outputs = pipeline.datamanager.train_dataparser_outputs
+    parsed = outputs.dataparser_transform.detach().cpu().double().numpy()
+    return parsed_to_trained(parsed, float(outputs.dataparser_scale), *trained) is not None
+
+
+def changed_scene_warning(run_dir: Path) -> str:
+    """What rsseg-eval / rsseg-export-labels say when the scene's frame moved since training."""
+    return (
+        f"[bold yellow]The scene's frame changed since training (a georeference added or the poses edited?): it no "
+        f"longer matches {run_dir / 'dataparser_transforms.json'}, so views are rendered from cameras moved against "
+        f"the checkpoint. Revert the scene's transforms.json or retrain; rsseg-export-geo corrects for this itself."
+    )
 
 
 def align_to_trained_frame(pipeline, run_dir: Path) -> bool:
