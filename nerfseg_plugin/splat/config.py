@@ -61,6 +61,7 @@ class RssegSplatModelConfig(SplatfactoModelConfig):
     thins Gaussians into surface disks and never grows them): the surface prior of NeuSG / Gaussian surfels
     (their L1 on the smallest scale, made unit-free here), for straight-down renders (label ortho, DSM) in which
     a round Gaussian on a facade covers ground beside the building. 0 = splatfacto's Gaussians. Measured at 0.1
-    (README, "Flat Gaussians"): label ortho +5 and +7.5 points on two nadir grids, -6 on an orbit, hence off."""
+    (README, "Flat Gaussians"): label ortho +1.5 points on the nadir grid s41 (0.674 -> 0.689; the earlier +5 and
+    +7.5 compared against misregistered flat-free runs), -6 on an orbit, hence off."""
     pca_refit_every: int = 500
     """Training steps between refits of the fixed PCA projection shown as semantic_features_pca."""
