@@ -95,3 +95,12 @@ class LabelSpace:
     def load(cls, path: Path) -> LabelSpace:
         data = read_json(path, "classes.json", missing="it lists the class names and colours")
         return cls.from_dict(data, source=path)
+
+
+def class_attributes(classes_json: Path | None, key: str) -> dict[int, object]:
+    """``{class index: value}`` of an optional per-class key in classes.json (``"asprs"``, ``"vertical"``), for the
+    classes that carry it; empty without the file. The caller checks the values' type."""
+    if classes_json is None or not classes_json.is_file():
+        return {}
+    entries = json.loads(classes_json.read_text(encoding="utf-8")).get("classes", [])
+    return {i: entry[key] for i, entry in enumerate(entries) if isinstance(entry, dict) and key in entry}

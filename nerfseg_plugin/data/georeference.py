@@ -55,14 +55,20 @@ class SceneGeoreference:
         return cls(block["crs"], matrix, dict(block))
 
 
+def scene_to_model_matrix(dataparser_transform: np.ndarray, scale: float) -> np.ndarray:
+    """4x4 of nerfstudio's ``p -> scale * (transform @ p)`` (scene file -> model coordinates)."""
+    forward = np.eye(4)
+    forward[:3, :4] = np.asarray(dataparser_transform, dtype=np.float64)[:3, :4]
+    forward[:3] *= scale
+    return forward
+
+
 def model_to_crs_matrix(
     scene_to_crs: np.ndarray, dataparser_transform: np.ndarray, scale: float, applied: np.ndarray | None = None
 ) -> np.ndarray:
     """``scene_to_crs @ applied @ inverse(p -> scale * (transform @ p))``: model -> CRS coordinates (4x4).
     ``applied``: the scene's applied_transform as nerfstudio read it (4x4; identity when None)."""
-    forward = np.eye(4)
-    forward[:3, :4] = np.asarray(dataparser_transform, dtype=np.float64)[:3, :4]
-    forward[:3] *= scale
+    forward = scene_to_model_matrix(dataparser_transform, scale)
     applied = np.eye(4) if applied is None else np.asarray(applied, dtype=np.float64)
     return np.asarray(scene_to_crs, dtype=np.float64) @ applied @ np.linalg.inv(forward)
 

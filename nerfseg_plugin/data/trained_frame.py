@@ -19,14 +19,7 @@ import numpy as np
 import torch
 
 from nerfseg_plugin.core.errors import SceneFormatError
-
-
-def _forward(transform: np.ndarray, scale: float) -> np.ndarray:
-    """4x4 of ``p -> scale * (transform @ p)`` (scene file -> model)."""
-    forward = np.eye(4)
-    forward[:3, :4] = np.asarray(transform, dtype=np.float64)[:3, :4]
-    forward[:3] *= scale
-    return forward
+from nerfseg_plugin.data.georeference import scene_to_model_matrix
 
 
 def read_trained_transform(run_dir: Path) -> tuple[np.ndarray, float] | None:
@@ -49,7 +42,8 @@ def parsed_to_trained(
     parsed_transform: np.ndarray, parsed_scale: float, trained_transform: np.ndarray, trained_scale: float
 ) -> np.ndarray | None:
     """4x4 similarity from the freshly parsed model frame to the trained one; None when they agree."""
-    parsed, trained = _forward(parsed_transform, parsed_scale), _forward(trained_transform, trained_scale)
+    parsed = scene_to_model_matrix(parsed_transform, parsed_scale)
+    trained = scene_to_model_matrix(trained_transform, trained_scale)
     correction = trained @ np.linalg.inv(parsed)
     if np.allclose(correction, np.eye(4), atol=1e-7):
         return None

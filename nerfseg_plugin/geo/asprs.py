@@ -7,11 +7,11 @@ meaning get user-definable codes from 64 up, in class order.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.label_space import class_attributes
 
 USER_CODES_START = 64
 NAME_CODES = {
@@ -56,15 +56,10 @@ def default_code(name: str) -> int | None:
 
 def asprs_codes(class_names: list[str], classes_json: Path | None = None) -> list[int]:
     """One code per class: classes.json's ``asprs`` where given, else by name, else 64, 65, ..."""
-    explicit: dict[int, int] = {}
-    if classes_json is not None and classes_json.is_file():
-        entries = json.loads(classes_json.read_text(encoding="utf-8")).get("classes", [])
-        for index, entry in enumerate(entries):
-            if isinstance(entry, dict) and "asprs" in entry:
-                code = entry["asprs"]
-                if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code <= 255:
-                    raise SceneFormatError(classes_json, f"class {index}: 'asprs' must be an integer 0-255")
-                explicit[index] = code
+    explicit = class_attributes(classes_json, "asprs")
+    for index, code in explicit.items():
+        if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code <= 255:
+            raise SceneFormatError(classes_json, f"class {index}: 'asprs' must be an integer 0-255")
     codes, next_user = [], USER_CODES_START
     for index, name in enumerate(class_names):
         code = explicit.get(index, default_code(name))

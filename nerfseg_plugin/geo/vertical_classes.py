@@ -10,11 +10,11 @@ would take) or, without that key, when a word of its name is one of :data:`VERTI
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from nerfseg_plugin.core.errors import SceneFormatError
+from nerfseg_plugin.core.label_space import class_attributes
 
 VERTICAL_WORDS = frozenset({"wall", "walls", "facade", "facades"})
 
@@ -25,14 +25,10 @@ def is_vertical_name(name: str) -> bool:
 
 def vertical_classes(class_names: list[str], classes_json: Path | None = None) -> list[int]:
     """Indices of the vertical classes: classes.json's ``vertical`` where given, else by name."""
-    explicit: dict[int, bool] = {}
-    if classes_json is not None and classes_json.is_file():
-        entries = json.loads(classes_json.read_text(encoding="utf-8")).get("classes", [])
-        for index, entry in enumerate(entries):
-            if isinstance(entry, dict) and "vertical" in entry:
-                if not isinstance(entry["vertical"], bool):
-                    raise SceneFormatError(classes_json, f"class {index}: 'vertical' must be true or false")
-                explicit[index] = entry["vertical"]
+    explicit = class_attributes(classes_json, "vertical")
+    for index, value in explicit.items():
+        if not isinstance(value, bool):
+            raise SceneFormatError(classes_json, f"class {index}: 'vertical' must be true or false")
     indices = [i for i, name in enumerate(class_names) if explicit.get(i, is_vertical_name(name))]
     if len(indices) == len(class_names):
         where = classes_json if classes_json is not None else "<classes>"
