@@ -5,7 +5,8 @@
 
 Prints one table: the single model (one ns-train) and the merged blocks (local Ray, ``--num-cpus`` CPUs), each
 scored with ns-eval on the scene's evaluation views (dataset-level mIoU), plus the per-block table of
-rsseg-train-blocks. Peak memory is the max RSS of each training process (wait4 of the child).
+rsseg-train-blocks. Peak memory is the max RSS of each training process (wait4 of the child) and, on GPU machines,
+its peak GPU memory (NVML, nerfseg_plugin.blocks.gpu_memory).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tyro
+
+from nerfseg_plugin.blocks.gpu_memory import GpuMemoryWatch
 
 BIN = Path(sys.executable).parent
 
@@ -52,15 +55,16 @@ class BenchBlocks:
     """Extra ns-train arguments for both (after a lone --)."""
 
 
-def _timed(command: list[str], log: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB of the child) of a command."""
+def _timed(command: list[str], log: Path) -> tuple[float, float, float | None]:
+    """(wall seconds, peak RSS MiB of the child, its peak GPU MiB or None without a GPU) of a command."""
     start = time.perf_counter()
     with log.open("w") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
+        with GpuMemoryWatch(process.pid) as gpu_memory:
+            _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{command[0]} failed; see {log}")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024
+    return time.perf_counter() - start, usage.ru_maxrss / 1024, gpu_memory.peak_mib
 
 
 def _import_baseline_mib(log: Path) -> float:
@@ -86,14 +90,14 @@ def main(bench: BenchBlocks) -> None:
             check=True,
         )
     single_dir = bench.work_dir / "single"
-    single_seconds, single_rss = _timed(
+    single_seconds, single_rss, single_gpu = _timed(
         [str(BIN / "ns-train"), bench.method, "--data", str(scene), "--output-dir", str(single_dir)]
         + ["--experiment-name", "single", "--timestamp", "run", "--vis", "tensorboard", *bench.train_args],
         bench.work_dir / "single.log",
     )
     single_config = single_dir / "single" / bench.method / "run" / "config.yml"
     blocks_dir = bench.work_dir / f"blocks{bench.num_blocks}"
-    blocks_seconds, _ = _timed(
+    blocks_seconds, _, _ = _timed(
         [str(BIN / "rsseg-train-blocks"), "--data", str(scene), "--output-dir", str(blocks_dir)]
         + ["--method", bench.method, "--num-blocks", str(bench.num_blocks), "--num-cpus", str(bench.num_cpus)]
         + ["--cpus-per-block", str(bench.cpus_per_block)]
@@ -120,6 +124,12 @@ def main(bench: BenchBlocks) -> None:
     )
     print(f"mIoU difference (merged - single): {100 * (merged_miou - single_miou):+.1f} points (target within 5)")
     print(f"peak memory per block / single model: {peak_block / single_rss:.2f}")
+    if single_gpu is not None:
+        peak_block_gpu = max(r["peak_gpu_mib"] for r in results)
+        print(
+            f"peak GPU memory per block / single model: {peak_block_gpu / max(single_gpu, 1.0):.2f} "
+            f"({peak_block_gpu:.0f} vs {single_gpu:.0f} MiB, CUDA context and allocator cache included)"
+        )
     baseline = _import_baseline_mib(bench.work_dir / "baseline.log")
     print(
         f"above the import baseline ({baseline:.0f} MiB: torch + nerfstudio + plugin): "

@@ -162,14 +162,18 @@ class TrainBlocks:
         return [results[job.index] for job in jobs]
 
 
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def print_summary(results: list[dict], merged: dict) -> None:
-    print("\n| block | views | Gaussians (owned) | attempts | time (s) | peak RSS (MiB) |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("\n| block | views | Gaussians (owned) | attempts | time (s) | peak RSS (MiB) | peak GPU (MiB) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for result, owned in zip(results, merged["owned_gaussians"], strict=True):
         skipped = " (skipped)" if result.get("skipped") else ""
         print(
             f"| {result['index']} | {result['views']} | {result['gaussians']} ({owned}) | {result['attempts']}{skipped}"
-            f" | {result['seconds']:.1f} | {result['peak_rss_mib']:.0f} |"
+            f" | {result['seconds']:.1f} | {result['peak_rss_mib']:.0f} | {_mib(result.get('peak_gpu_mib'))} |"
         )
     for pair in merged["overlaps"]:
         print(

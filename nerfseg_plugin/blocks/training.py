@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nerfseg_plugin.blocks.gpu_memory import GpuMemoryWatch
 from nerfseg_plugin.blocks.partition import BLOCK_DATAPARSER_ARGS, BLOCK_SCENE_DIR
 from nerfseg_plugin.core.atomic import write_json_atomic
 
@@ -116,7 +117,8 @@ def latest_step(block_dir: Path) -> tuple[int, float] | None:
 
 
 def train_block(job: BlockJob) -> dict:
-    """Run ns-train for one block; returns views, Gaussians, wall time and the training process's peak RSS.
+    """Run ns-train for one block; returns views, Gaussians, wall time, the training process's peak RSS and (on GPU
+    machines) its peak GPU memory.
 
     Runs inside a Ray task: an exception makes Ray retry the task (``retry_exceptions``), and every attempt is
     logged in the block's attempts.jsonl so the summary can report retries."""
@@ -129,7 +131,8 @@ def train_block(job: BlockJob) -> dict:
     with (job.block_dir / LOG_FILE).open("w", encoding="utf-8") as log:
         process = subprocess.Popen(ns_train_command(job), stdout=log, stderr=subprocess.STDOUT, cwd=job.block_dir)
         # wait4 gives this child's own peak RSS (getrusage(CHILDREN) would mix in earlier tasks of this worker).
-        _, status, usage = os.wait4(process.pid, 0)
+        with GpuMemoryWatch(process.pid) as gpu_memory:
+            _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
     checkpoint = checkpoint_of(job.run_dir)
@@ -149,6 +152,7 @@ def train_block(job: BlockJob) -> dict:
         "seconds": seconds,
         # ru_maxrss is in KiB on Linux, bytes on macOS.
         "peak_rss_mib": usage.ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1 << 10),
+        "peak_gpu_mib": gpu_memory.peak_mib,  # None on CPU machines
         "checkpoint": str(checkpoint),
         "config": str(job.run_dir / "config.yml"),
         "attempts": previous + 1,
