@@ -41,6 +41,9 @@ class BenchBlocks:
     cpus_per_block: float = 1.0
     """CPUs each block task reserves (= its torch threads: Ray sets OMP_NUM_THREADS); num_cpus here trains one
     block at a time with all the machine's threads."""
+    gpus_per_block: float | None = None
+    """GPUs each block task reserves (rsseg-train-blocks' default: 1 on GPU machines, so blocks take turns on one
+    GPU); e.g. 0.5 trains two blocks at once on one GPU."""
     method: str = "rsseg-splat-lite"
     """Method of both the single model and the blocks."""
     seed: int = 0
@@ -101,6 +104,7 @@ def main(bench: BenchBlocks) -> None:
         [str(BIN / "rsseg-train-blocks"), "--data", str(scene), "--output-dir", str(blocks_dir)]
         + ["--method", bench.method, "--num-blocks", str(bench.num_blocks), "--num-cpus", str(bench.num_cpus)]
         + ["--cpus-per-block", str(bench.cpus_per_block)]
+        + ([] if bench.gpus_per_block is None else ["--gpus-per-block", str(bench.gpus_per_block)])
         + list(bench.train_args),
         bench.work_dir / "blocks.log",
     )

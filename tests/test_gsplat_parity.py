@@ -49,6 +49,8 @@ CASES = {
     ),
     "per_view_colors_rgb_d": dict(C=2, D=19, per_view=True, rasterize_mode="classic", render_mode="RGB+D"),
     "sh_degree_3": dict(C=1, D=3, sh_degree=3, rasterize_mode="classic", render_mode="RGB"),
+    # The label ortho / DSM path of rsseg-export-geo: gsplat's orthographic camera, semantics + expected depth.
+    "ortho_semantic_ed": dict(C=1, D=19, camera_model="ortho", rasterize_mode="antialiased", render_mode="RGB+ED"),
 }
 
 
@@ -57,6 +59,7 @@ def _render(device: str, scene, cfg, absgrad: bool, ed_mask: torch.Tensor | None
 
     params = [t.to(device).clone().requires_grad_() for t in scene[:5]]
     kwargs = dict(
+        camera_model=cfg.get("camera_model", "pinhole"),
         packed=False,
         sh_degree=cfg.get("sh_degree"),
         rasterize_mode=cfg["rasterize_mode"],
@@ -93,6 +96,8 @@ def _render(device: str, scene, cfg, absgrad: bool, ed_mask: torch.Tensor | None
 def test_cpu_matches_gsplat_cuda(case):
     cfg = CASES[case]
     scene = make_scene(2000, cfg["C"], cfg["D"], cfg.get("per_view", False), cfg.get("sh_degree"))
+    if cfg.get("camera_model") == "ortho":  # the frustum's spread, without the perspective divide
+        scene[0][:, :2] /= scene[0][:, 2:]
     ed_mask = None
     if cfg["render_mode"].endswith("ED"):
         ed_mask = (_render("cpu", scene, cfg, absgrad=False)[1] > 0.5).float()

@@ -11,6 +11,7 @@ from training_utils import setup_pipeline, train
 from nerfseg_plugin.core.keys import SEMANTIC_LABELS
 from nerfseg_plugin.method_configs.splat_methods import rsseg_splat_lite
 from nerfseg_plugin.semantics.model_mixin import SEMANTIC_LOSS
+from nerfseg_plugin.splat.depth_bound import depth_bound_loss
 from nerfseg_plugin.splat.model import SEMANTIC_FEATURES, flatness
 
 SMALL = {"num_random": 400, "warmup_length": 2, "refine_every": 3, "stop_split_at": 50, "num_downscales": 0}
@@ -229,3 +230,47 @@ def test_training_renders_depth_only_when_asked(splat) -> None:
     covered = alpha[0, ..., 0] > 0
     assert covered.any()
     torch.testing.assert_close(with_depth["depth"][covered], expected[0, ..., -1:][covered])
+
+
+def test_depth_bound_pulls_only_a_surface_behind_a_point() -> None:
+    K = torch.tensor([[[10.0, 0.0, 5.0], [0.0, 10.0, 5.0], [0.0, 0.0, 1.0]]])
+    viewmat = torch.eye(4)[None]
+    # framed at pixel (5, 5) at depth 2; framed at (7, 5) at depth 4; behind the camera; outside the frame
+    points = torch.tensor([[0.0, 0.0, 2.0], [0.8, 0.0, 4.0], [0.0, 0.0, -1.0], [5.0, 0.0, 1.0]])
+    depth = torch.full((10, 10, 1), 3.0, requires_grad=True)
+    value = depth_bound_loss(points, viewmat, K, depth, margin=0.0, max_points=100)
+    # the surface at 3 lies behind the first point (3 / 2 - 1 = 0.5) and in front of the second (an occluder: 0)
+    torch.testing.assert_close(value, torch.tensor(0.25))
+    value.backward()
+    touched = depth.grad[..., 0].nonzero().tolist()
+    assert len(touched) == 1 and max(abs(touched[0][0] - 5), abs(touched[0][1] - 5)) <= 1
+    assert float(depth.grad.sum()) > 0  # descent pulls the surface forward
+    # a point at a depth edge: a neighbouring pixel's surface reaches it, so sub-pixel error does not bind it
+    edge = torch.full((10, 10, 1), 3.0)
+    edge[5, 6, 0] = 2.0
+    assert float(depth_bound_loss(points[:1], viewmat, K, edge, 0.0, 100)) == 0.0
+    within_noise = depth_bound_loss(points, viewmat, K, depth.detach(), margin=0.6, max_points=100)
+    assert float(within_noise) == 0.0
+    assert float(depth_bound_loss(points[2:], viewmat, K, depth.detach(), 0.0, 100)) == 0.0  # nothing framed
+
+
+def test_depth_bound_trains_the_geometry_when_on(tiny_scene: Path) -> None:
+    pipeline, optimizers, callbacks = setup_pipeline(rsseg_splat_lite.config, tiny_scene, **SMALL)
+    assert "depth_bound_loss" not in train(pipeline, optimizers, callbacks, steps=1)[-1]  # off by default
+    pipeline, optimizers, callbacks = setup_pipeline(
+        rsseg_splat_lite.config, tiny_scene, **SMALL, depth_bound_weight=1.0, depth_bound_margin=-0.5
+    )
+    model = pipeline.model
+    assert model.depth_bound_points.shape[0] > 0 and "depth_bound_points" not in model.state_dict()
+    train(pipeline, optimizers, callbacks, steps=1)
+    model.train()
+    camera = pipeline.datamanager.train_dataset.cameras[0:1].to(model.device)
+    index = 0
+    outputs = model(camera)
+    assert outputs["depth"] is not None  # rendered in training for the bound
+    losses = model.get_loss_dict(outputs, pipeline.datamanager.cached_train[index])
+    # a negative margin makes every framed point bind, so the loss is positive and moves the Gaussians
+    assert float(losses["depth_bound_loss"]) > 0
+    model.gauss_params["means"].grad = None
+    losses["depth_bound_loss"].backward()
+    assert float(model.gauss_params["means"].grad.abs().sum()) > 0

@@ -63,5 +63,14 @@ class RssegSplatModelConfig(SplatfactoModelConfig):
     a round Gaussian on a facade covers ground beside the building. 0 = splatfacto's Gaussians. Measured at 0.1
     (README, "Flat Gaussians"): label ortho +1.5 points on the nadir grid s41 (0.674 -> 0.689; the earlier +5 and
     +7.5 compared against misregistered flat-free runs), -6 on an orbit, hence off."""
+    depth_bound_weight: float = 0.0
+    """Weight of the sparse-point depth bound (``depth_bound.py``): the rendered surface may not lie behind a
+    seed (SfM) point the view frames, which pins depth at grazing angles for straight-down products (label ortho,
+    DSM). 0 = off (no seed points: off too)."""
+    depth_bound_margin: float = 0.005
+    """Relative depth by which the surface may lie behind a point before the bound acts: the points' depth noise
+    (triangulation from photos ~0.5 % of the depth apart; generated scenes add 0.1 %)."""
+    depth_bound_points: int = 8192
+    """Random seed points projected per step for the depth bound (all of them when fewer)."""
     pca_refit_every: int = 500
     """Training steps between refits of the fixed PCA projection shown as semantic_features_pca."""

@@ -25,6 +25,7 @@ from nerfseg_plugin.semantics.model_mixin import SemanticModelMixin
 from nerfseg_plugin.semantics.outputs import SEMANTIC_FEATURES_PCA, SEMANTIC_LOGITS
 from nerfseg_plugin.splat.appearance import gaussian_colors
 from nerfseg_plugin.splat.config import RssegSplatModelConfig
+from nerfseg_plugin.splat.depth_bound import depth_bound_loss
 from nerfseg_plugin.splat.initialization import gaussians_from_points
 from nerfseg_plugin.splat.rasterization import rasterize, resolve_backend
 from nerfseg_plugin.splat.strategy import CappedStrategy
@@ -70,6 +71,9 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
             self.config.num_random = num_random
         if seeded:
             self.gauss_params = gaussians_from_points(*seed_points, self.config.sh_degree, self.k_nearest_sklearn)
+        # not saved: the depth bound's points come from the scene, like the initial Gaussians
+        bound_points = seed_points[0].float() if seeded else torch.zeros(0, 3)
+        self.register_buffer("depth_bound_points", bound_points, persistent=False)
         num_points = self.gauss_params["means"].shape[0]
         features = 0.01 * torch.randn(num_points, self.config.semantic_feature_dim)  # ~uniform class scores
         self.gauss_params[SEMANTIC_FEATURES] = nn.Parameter(features)
@@ -154,7 +158,7 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
                 )
         viewmat, K, width, height = self._projection(camera, camera_to_world)
         # splatfacto's choice: depth only when evaluating or when output_depth_during_training asks for it
-        with_depth = self.config.output_depth_during_training or not self.training
+        with_depth = self.config.output_depth_during_training or not self.training or self._uses_depth_bound()
         colour, depth, alpha, feature_map = self._render_step(
             camera_to_world, viewmat, K, width, height, crop_ids, with_depth
         )
@@ -170,8 +174,12 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
         K = camera.get_intrinsics_matrices().to(self.device)
         width, height = int(camera.width.item()), int(camera.height.item())
         self.last_size = (height, width)
+        self.last_projection = (viewmat, K)  # for the depth bound, at the rendered size
         camera.rescale_output_resolution(downscale)
         return viewmat, K, width, height
+
+    def _uses_depth_bound(self) -> bool:
+        return self.training and self.config.depth_bound_weight > 0 and self.depth_bound_points.shape[0] > 0
 
     def _render_step(
         self,
@@ -265,6 +273,16 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
         losses = super().get_loss_dict(outputs, batch, metrics_dict)
         if self.training and self.config.flatten_weight > 0:
             losses["flatten_loss"] = self.config.flatten_weight * flatness(self.gauss_params["scales"])
+        if self._uses_depth_bound() and outputs.get("depth") is not None:
+            viewmat, K = self.last_projection
+            losses["depth_bound_loss"] = self.config.depth_bound_weight * depth_bound_loss(
+                self.depth_bound_points,
+                viewmat,
+                K,
+                outputs["depth"],
+                self.config.depth_bound_margin,
+                self.config.depth_bound_points,
+            )
         if not self.training or self.step < self.config.semantic_start_step:
             return losses
         logits = outputs[SEMANTIC_LOGITS]
