@@ -74,16 +74,23 @@ def test_peak_sums_the_process_tree_over_gpus_and_ignores_other_processes(monkey
         nvml.processes = [(0, pid, 200 * MIB)]
         time.sleep(0.1)
     assert watch.peak_mib == pytest.approx(800)
+    assert watch.source == "process"
     assert nvml.shut
 
 
-def test_unreported_per_process_memory_falls_back_to_device_use_above_the_start(monkeypatch, child) -> None:
+@pytest.mark.parametrize("listed", ["none", "host_pid"])
+def test_unreported_per_process_memory_falls_back_to_device_use_above_the_start(monkeypatch, child, listed) -> None:
     pid, _ = child
     nvml = FakeNvml([], used=1000 * MIB)
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
     with GpuMemoryWatch(pid, interval_s=0.01) as watch:
-        nvml.processes, nvml.used = [(0, pid, None)], 1600 * MIB
+        # NVML gives no memory for the process, or lists it under a PID of another namespace
+        nvml.processes = [(0, pid, None)] if listed == "none" else [(0, 999999, 600 * MIB)]
+        nvml.used = 1600 * MIB
         time.sleep(0.1)
+        nvml.used = 1200 * MIB
+        time.sleep(0.1)
+    assert watch.source == "device"
     assert watch.peak_mib == pytest.approx(600)
 
 

@@ -41,16 +41,26 @@ def _process_tree(pid: int) -> set[int]:
 class GpuMemoryWatch:
     """Context manager polling the GPU memory held by a process tree; ``peak_mib`` is None without a GPU.
 
-    Where the driver does not report per-process memory (some virtualised GPUs), the device's used memory above
-    its level at the start is taken instead, which is right only while nothing else starts on the GPU."""
+    Where the driver reports no memory for the tree's processes (some virtualised GPUs report None; in a container
+    NVML may list host PIDs, which match nothing), the device's used memory above its level at the start is taken
+    instead (``source == "device"``), which is right only while nothing else runs on the GPU."""
 
     def __init__(self, pid: int, interval_s: float = 0.2) -> None:
         self.pid = pid
         self.interval_s = interval_s
-        self.peak_mib: float | None = None
+        self.source: str | None = None
+        """"process" (NVML's per-process memory of the tree) or "device" (the fallback); None without a GPU."""
+        self._tree_peak = 0.0
+        self._device_peak = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._nvml: ModuleType | None = None
+
+    @property
+    def peak_mib(self) -> float | None:
+        if self.source is None:
+            return None
+        return self._tree_peak if self.source == "process" else self._device_peak
 
     def __enter__(self) -> GpuMemoryWatch:
         self._nvml = _nvml()
@@ -58,31 +68,30 @@ class GpuMemoryWatch:
             nvml = self._nvml
             self._handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
             self._baseline = sum(nvml.nvmlDeviceGetMemoryInfo(h).used for h in self._handles)
-            self.peak_mib = 0.0
+            self.source = "device"
             self._thread = threading.Thread(target=self._poll, daemon=True)
             self._thread.start()
         return self
 
-    def sample_mib(self) -> float:
-        """GPU memory held by the process tree now, in MiB."""
+    def sample(self) -> None:
+        """One reading: the tree's memory where NVML reports it, and the device's use above the start."""
         nvml, tree = self._nvml, _process_tree(self.pid)
-        held, reported = 0, True
+        held, reported = 0, False
         for handle in self._handles:
             for process in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                if process.pid in tree:
-                    if process.usedGpuMemory is None:
-                        reported = False
-                    else:
-                        held += process.usedGpuMemory
-        if not reported:
-            used = sum(nvml.nvmlDeviceGetMemoryInfo(h).used for h in self._handles)
-            held = max(used - self._baseline, 0)
-        return held / (1 << 20)
+                if process.pid in tree and process.usedGpuMemory is not None:
+                    held += process.usedGpuMemory
+                    reported = True
+        if reported:
+            self.source = "process"
+            self._tree_peak = max(self._tree_peak, held / (1 << 20))
+        used = sum(nvml.nvmlDeviceGetMemoryInfo(h).used for h in self._handles)
+        self._device_peak = max(self._device_peak, max(used - self._baseline, 0) / (1 << 20))
 
     def _poll(self) -> None:
         while not self._stop.is_set():
             try:
-                self.peak_mib = max(self.peak_mib or 0.0, self.sample_mib())
+                self.sample()
             except Exception:  # a process ending between the listing and the query
                 pass
             self._stop.wait(self.interval_s)

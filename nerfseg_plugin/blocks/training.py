@@ -153,6 +153,7 @@ def train_block(job: BlockJob) -> dict:
         # ru_maxrss is in KiB on Linux, bytes on macOS.
         "peak_rss_mib": usage.ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1 << 10),
         "peak_gpu_mib": gpu_memory.peak_mib,  # None on CPU machines
+        "peak_gpu_source": gpu_memory.source,
         "checkpoint": str(checkpoint),
         "config": str(job.run_dir / "config.yml"),
         "attempts": previous + 1,
