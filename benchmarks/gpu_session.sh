@@ -27,7 +27,8 @@ left() { echo $((BUDGET_S - $(elapsed))); }
 
 stage "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-python3 -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"
+python3 -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda, torch.cuda.get_device_name())" \
+    || { echo "gpu_session.sh: no CUDA device here"; exit 1; }
 nvcc --version | tail -2
 
 stage "install"
