@@ -66,8 +66,8 @@ class RssegSplatModelConfig(SplatfactoModelConfig):
     depth_bound_weight: float = 0.0
     """Weight of the sparse-point depth bound (``depth_bound.py``): the rendered surface may not lie behind a
     seed (SfM) point the view frames, which pins depth at grazing angles for straight-down products (label ortho,
-    DSM). 0 = off (no seed points: off too). Off by default: one run per scene moved grid and orbit orthos by ~2
-    points or less (README, "Sparse-point depth bound"), within the run-to-run spread."""
+    DSM). 0 = off (no seed points: off too). Off by default: +2 to +7 label-ortho points on two grids, +0.5 on one
+    orbit, but -10 with a broken DSM on an unseen orbit (README, "Sparse-point depth bound")."""
     depth_bound_margin: float = 0.005
     """Relative depth by which the surface may lie behind a point before the bound acts: the points' depth noise
     (triangulation from photos ~0.5 % of the depth apart; generated scenes add 0.1 %)."""
