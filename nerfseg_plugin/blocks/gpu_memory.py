@@ -49,7 +49,7 @@ class GpuMemoryWatch:
         self.pid = pid
         self.interval_s = interval_s
         self.source: str | None = None
-        """"process" (NVML's per-process memory of the tree) or "device" (the fallback); None without a GPU."""
+        """``process`` (NVML's per-process memory of the tree) or ``device`` (the fallback); None without a GPU."""
         self._tree_peak = 0.0
         self._device_peak = 0.0
         self._stop = threading.Event()
