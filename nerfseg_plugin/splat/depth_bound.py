@@ -6,6 +6,10 @@ while a surface rendered behind the point (a thick slab of Gaussians under the g
 pulled forward. It pins depth where photometric splatting leaves it loose, at grazing angles: on an orbit the
 outer town is seen only from the far side of the circle, and there the trained ground lay metres too deep, which a
 straight-down render (label ortho, DSM) turns into labels shifted sideways.
+
+Known loophole (why it is off by default): the bound acts on the expected, alpha-normalised depth, which faint
+Gaussians in front of the surface lower at little photometric cost. On one orbit they floated over a fifth of the
+map (README, "Sparse-point depth bound"); a bound on the median depth would not have that loophole.
 """
 
 from __future__ import annotations
