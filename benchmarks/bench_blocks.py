@@ -128,8 +128,9 @@ def main(bench: BenchBlocks) -> None:
     )
     print(f"mIoU difference (merged - single): {100 * (merged_miou - single_miou):+.1f} points (target within 5)")
     print(f"peak memory per block / single model: {peak_block / single_rss:.2f}")
-    if single_gpu is not None:
-        peak_block_gpu = max(r["peak_gpu_mib"] for r in results)
+    block_gpu = [r["peak_gpu_mib"] for r in results if r.get("peak_gpu_mib") is not None]
+    if single_gpu is not None and block_gpu:
+        peak_block_gpu = max(block_gpu)
         print(
             f"peak GPU memory per block / single model: {peak_block_gpu / max(single_gpu, 1.0):.2f} "
             f"({peak_block_gpu:.0f} vs {single_gpu:.0f} MiB, CUDA context and allocator cache included)"

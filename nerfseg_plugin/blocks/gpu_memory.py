@@ -55,6 +55,8 @@ class GpuMemoryWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._nvml: ModuleType | None = None
+        self._handles: list = []
+        self._baseline = 0
 
     @property
     def peak_mib(self) -> float | None:

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from nerfseg_plugin.core.geometry import sample_nearest
+
 
 def depth_bound_loss(
     points: Float[Tensor, "N 3"],
@@ -48,5 +50,5 @@ def depth_bound_loss(
     # the nearest surface within one pixel: a point at a depth edge (a roof point beside the ground it overhangs)
     # binds only where its whole neighbourhood lies behind it, not on sub-pixel projection error
     nearest = -F.max_pool2d(-depth[None, None, :, :, 0], kernel_size=3, stride=1, padding=1)[0, 0]
-    rendered = nearest[v[framed].long(), u[framed].long()]
+    rendered = sample_nearest(nearest, torch.stack([u[framed], v[framed]], -1))
     return torch.relu(rendered / z[framed].detach() - (1.0 + margin)).mean()
