@@ -254,12 +254,14 @@ def test_depth_bound_pulls_only_a_surface_behind_a_point() -> None:
     assert float(depth_bound_loss(points[2:], viewmat, K, depth.detach(), 0.0, 100)) == 0.0  # nothing framed
 
 
-def test_depth_bound_trains_the_geometry_when_on(tiny_scene: Path) -> None:
+@pytest.mark.parametrize("mode", ["composited", "expected"])
+def test_depth_bound_trains_the_geometry_when_on(tiny_scene: Path, mode: str) -> None:
     pipeline, optimizers, callbacks = setup_pipeline(rsseg_splat_lite.config, tiny_scene, **SMALL)
     assert "depth_bound_loss" not in train(pipeline, optimizers, callbacks, steps=1)[-1]  # off by default
     pipeline, optimizers, callbacks = setup_pipeline(
-        rsseg_splat_lite.config, tiny_scene, **SMALL, depth_bound_weight=1.0, depth_bound_margin=-0.5
-    )
+        rsseg_splat_lite.config, tiny_scene, **SMALL, depth_bound_weight=1.0, depth_bound_margin=-0.5,
+        depth_bound_mode=mode,
+    )  # fmt: skip
     model = pipeline.model
     assert model.depth_bound_points.shape[0] > 0 and "depth_bound_points" not in model.state_dict()
     train(pipeline, optimizers, callbacks, steps=1)
@@ -267,7 +269,7 @@ def test_depth_bound_trains_the_geometry_when_on(tiny_scene: Path) -> None:
     camera = pipeline.datamanager.train_dataset.cameras[0:1].to(model.device)
     index = 0
     outputs = model(camera)
-    assert outputs["depth"] is not None  # rendered in training for the bound
+    assert (outputs["depth"] is not None) == (mode == "expected")  # only the expected form reads the depth map
     losses = model.get_loss_dict(outputs, pipeline.datamanager.cached_train[index])
     # a negative margin makes every framed point bind, so the loss is positive and moves the Gaussians
     assert float(losses["depth_bound_loss"]) > 0

@@ -68,10 +68,17 @@ class RssegSplatModelConfig(SplatfactoModelConfig):
     seed (SfM) point the view frames, which pins depth at grazing angles for straight-down products (label ortho,
     DSM). 0 = off (no seed points: off too). Off by default: +2 to +7 label-ortho points on two grids, +0.5 on one
     orbit, but -10 with a broken DSM on an unseen orbit (README, "Sparse-point depth bound")."""
+    depth_bound_mode: Literal["expected", "composited"] = "composited"
+    """Which depth the bound reads (``depth_bound.py``): ``expected``, the alpha-normalised depth map (faint
+    Gaussians in front lower it cheaply), or ``composited``, every Gaussian behind the point weighted by its
+    compositing weight along the point's ray (a floater of opacity a buys only a share a of the bound)."""
     depth_bound_margin: float = 0.005
     """Relative depth by which the surface may lie behind a point before the bound acts: the points' depth noise
     (triangulation from photos ~0.5 % of the depth apart; generated scenes add 0.1 %)."""
     depth_bound_points: int = 8192
-    """Random seed points projected per step for the depth bound (all of them when fewer)."""
+    """Random seed points projected per step for the ``expected`` depth bound (all of them when fewer)."""
+    depth_bound_ray_points: int = 128
+    """Random seed points per step for the ``composited`` depth bound, each tested along 9 rays (its pixel and
+    the 8 around it) against the projected Gaussians."""
     pca_refit_every: int = 500
     """Training steps between refits of the fixed PCA projection shown as semantic_features_pca."""

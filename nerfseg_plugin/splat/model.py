@@ -25,7 +25,7 @@ from nerfseg_plugin.semantics.model_mixin import SemanticModelMixin
 from nerfseg_plugin.semantics.outputs import SEMANTIC_FEATURES_PCA, SEMANTIC_LOGITS
 from nerfseg_plugin.splat.appearance import gaussian_colors
 from nerfseg_plugin.splat.config import RssegSplatModelConfig
-from nerfseg_plugin.splat.depth_bound import depth_bound_loss
+from nerfseg_plugin.splat.depth_bound import composited_depth_bound_loss, depth_bound_loss
 from nerfseg_plugin.splat.initialization import gaussians_from_points
 from nerfseg_plugin.splat.rasterization import rasterize, resolve_backend
 from nerfseg_plugin.splat.strategy import CappedStrategy
@@ -158,7 +158,8 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
                 )
         viewmat, K, width, height = self._projection(camera, camera_to_world)
         # splatfacto's choice: depth only when evaluating or when output_depth_during_training asks for it
-        with_depth = self.config.output_depth_during_training or not self.training or self._uses_depth_bound()
+        expected_bound = self._uses_depth_bound() and self.config.depth_bound_mode == "expected"
+        with_depth = self.config.output_depth_during_training or not self.training or expected_bound
         colour, depth, alpha, feature_map = self._render_step(
             camera_to_world, viewmat, K, width, height, crop_ids, with_depth
         )
@@ -180,6 +181,25 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
 
     def _uses_depth_bound(self) -> bool:
         return self.training and self.config.depth_bound_weight > 0 and self.depth_bound_points.shape[0] > 0
+
+    def _depth_bound_losses(self, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The sparse-point depth bound on the view just rendered (its projection, depth map or splats)."""
+        viewmat, K = self.last_projection
+        config = self.config
+        if config.depth_bound_mode == "composited":
+            height, width = self.last_size
+            value = composited_depth_bound_loss(
+                self.depth_bound_points, viewmat, K, self.info, width, height,
+                config.depth_bound_margin, config.depth_bound_ray_points,
+            )  # fmt: skip
+        elif outputs.get("depth") is not None:
+            value = depth_bound_loss(
+                self.depth_bound_points, viewmat, K, outputs["depth"],
+                config.depth_bound_margin, config.depth_bound_points,
+            )  # fmt: skip
+        else:
+            return {}
+        return {"depth_bound_loss": config.depth_bound_weight * value}
 
     def _render_step(
         self,
@@ -273,16 +293,8 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
         losses = super().get_loss_dict(outputs, batch, metrics_dict)
         if self.training and self.config.flatten_weight > 0:
             losses["flatten_loss"] = self.config.flatten_weight * flatness(self.gauss_params["scales"])
-        if self._uses_depth_bound() and outputs.get("depth") is not None:
-            viewmat, K = self.last_projection
-            losses["depth_bound_loss"] = self.config.depth_bound_weight * depth_bound_loss(
-                self.depth_bound_points,
-                viewmat,
-                K,
-                outputs["depth"],
-                self.config.depth_bound_margin,
-                self.config.depth_bound_points,
-            )
+        if self._uses_depth_bound():
+            losses.update(self._depth_bound_losses(outputs))
         if not self.training or self.step < self.config.semantic_start_step:
             return losses
         logits = outputs[SEMANTIC_LOGITS]
