@@ -94,9 +94,7 @@ def _excess_depth_along_rays(
     tile_size, tiles_x, tiles_y = int(meta["tile_size"]), int(meta["tile_width"]), int(meta["tile_height"])
     pixel = rays.detach().floor().long()
     inside = (pixel[:, 0] >= 0) & (pixel[:, 0] < meta["width"]) & (pixel[:, 1] >= 0) & (pixel[:, 1] < meta["height"])
-    tile = (pixel[:, 1] // tile_size).clamp(0, tiles_y - 1) * tiles_x + (pixel[:, 0] // tile_size).clamp(
-        0, tiles_x - 1
-    )
+    tile = (pixel[:, 1] // tile_size).clamp(0, tiles_y - 1) * tiles_x + (pixel[:, 0] // tile_size).clamp(0, tiles_x - 1)
     flatten_ids = meta["flatten_ids"]
     offsets = meta["isect_offsets"][0].reshape(-1).long()  # camera 0's tiles, row-major
     ends = torch.cat([offsets[1:], offsets.new_tensor([flatten_ids.numel()])])
@@ -124,9 +122,7 @@ def _excess_depth_along_rays(
     return torch.where(inside, excess, torch.inf)
 
 
-def _alpha_at(
-    means2d: Tensor, conics: Tensor, opacities: Tensor, gauss: Tensor, rays: Tensor, ray: Tensor
-) -> Tensor:
+def _alpha_at(means2d: Tensor, conics: Tensor, opacities: Tensor, gauss: Tensor, rays: Tensor, ray: Tensor) -> Tensor:
     """gsplat's alpha of splat ``gauss[k]`` at position ``rays[ray[k]]``: 0 where sigma < 0 or alpha < 1/255."""
     d = means2d[gauss] - rays[ray]
     con = conics[gauss]
