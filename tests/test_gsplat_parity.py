@@ -130,3 +130,28 @@ def test_cpu_matches_gsplat_cuda(case):
             g_cpu, g_gpu = g_cpu[visible], g_gpu[visible]
         scale = g_gpu.abs().max().clamp(min=1e-8)
         torch.testing.assert_close(g_cpu / scale, g_gpu / scale, atol=2e-3, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_composited_depth_bound_reads_gsplat_meta_as_the_cpu_one():
+    """The composited depth bound walks the meta's tile lists; gsplat's CUDA meta must give the CPU one's value
+    and means gradients (the lists may differ by a splat at a tile border, hence the tolerance)."""
+    from nerfseg_plugin.splat.depth_bound import composited_depth_bound_loss
+
+    scene = make_scene(2000, 1, 3, False, None)
+    g = torch.Generator().manual_seed(3)
+    points = torch.cat([(torch.rand(200, 2, generator=g) - 0.5) * 0.8, 1.5 + 3 * torch.rand(200, 1, generator=g)], 1)
+    results = []
+    for device in ("cpu", "cuda"):
+        from gsplat.rendering import rasterization
+
+        means = scene[0].to(device).clone().requires_grad_()
+        others = [t.to(device) for t in scene[1:7]]
+        fn = rasterization if device == "cuda" else rasterization_cpu
+        _, _, meta = fn(means, *others[:4], others[4], others[5], W, H, packed=False)
+        value = composited_depth_bound_loss(points.to(device), others[4], others[5], meta, W, H, 0.0, 200)
+        value.backward()
+        results.append((value.detach().cpu(), means.grad.cpu()))
+    assert float(results[0][0]) > 0
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-3, atol=0)
+    scale = results[1][1].abs().max()
+    torch.testing.assert_close(results[0][1] / scale, results[1][1] / scale, atol=2e-3, rtol=0)
