@@ -66,8 +66,9 @@ class RssegSplatModelConfig(SplatfactoModelConfig):
     depth_bound_weight: float = 0.0
     """Weight of the sparse-point depth bound (``depth_bound.py``): the rendered surface may not lie behind a
     seed (SfM) point the view frames, which pins depth at grazing angles for straight-down products (label ortho,
-    DSM). 0 = off (no seed points: off too). Off by default: +2 to +7 label-ortho points on two grids, +0.5 on one
-    orbit, but -10 with a broken DSM on an unseen orbit (README, "Sparse-point depth bound")."""
+    DSM). 0 = off (no seed points: off too). Off by default (README, "Sparse-point depth bound"): the ``expected``
+    form lost 10 label-ortho points on an unseen orbit to floaters; the ``composited`` form lost nothing on four
+    scenes but gained only 0 to +2.4, within run-to-run noise, and SfM outliers would pull surfaces."""
     depth_bound_mode: Literal["expected", "composited"] = "composited"
     """Which depth the bound reads (``depth_bound.py``): ``expected``, the alpha-normalised depth map (faint
     Gaussians in front lower it cheaply), or ``composited``, every Gaussian behind the point weighted by its
