@@ -29,7 +29,8 @@ def test_rays_composite_as_the_rasterizer_does() -> None:
         if along_rays:
             ys, xs = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
             rays = torch.stack([xs, ys], -1).reshape(-1, 2).to(leaf.dtype) + 0.5
-            value = _excess_depth_along_rays(meta, rays, torch.full((H * W,), point_depth, dtype=leaf.dtype), margin)
+            depths = torch.full((H * W,), point_depth, dtype=leaf.dtype)
+            value = _excess_depth_along_rays(meta, rays, depths, margin, None)
         else:
             excess = torch.relu(meta["depths"] / point_depth - 1 - margin)[..., None]
             image, _ = composite_dense(meta["means2d"], meta["conics"], excess, meta["opacities"], meta["radii"],
@@ -53,13 +54,15 @@ def _sheet(depth: float, opacity: float, size: int = 20) -> list[torch.Tensor]:
     return [means, quats, scales, torch.full((grid.shape[0],), opacity)]
 
 
-def _bound(*sheets: list[torch.Tensor], point_depth: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+def _bound(
+    *sheets: list[torch.Tensor], point_depth: float = 2.0, max_excess: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     means, quats, scales, opacities = (torch.cat(parts).clone() for parts in zip(*sheets, strict=True))
     means.requires_grad_()
     colors = torch.ones(means.shape[0], 1)
     _, _, meta = rasterization_cpu(means, quats, scales, opacities, colors, VIEW, K, 10, 10)
     point = torch.tensor([[0.05, 0.05, point_depth]])
-    value = composited_depth_bound_loss(point, VIEW, K, meta, 10, 10, margin=0.0, max_points=10)
+    value = composited_depth_bound_loss(point, VIEW, K, meta, 10, 10, margin=0.0, max_points=10, max_excess=max_excess)
     value.backward()
     return value.detach(), means.grad
 
@@ -100,3 +103,12 @@ def test_nothing_framed_gives_a_zero_loss_with_a_graph() -> None:
     value = composited_depth_bound_loss(behind_camera, VIEW, K, meta, 10, 10, margin=0.0, max_points=10)
     assert float(value.detach()) == 0.0
     value.backward()  # connected to the Gaussians, so a step with nothing framed still backpropagates
+
+
+def test_a_point_far_in_front_of_the_surface_is_taken_for_an_outlier() -> None:
+    """With ``max_excess`` the loss is truncated: a surface 3 % behind the point is pulled, one 50 % behind is not
+    (the point is likelier an SfM outlier in free space)."""
+    near, near_grad = _bound(_sheet(2.06, 0.9), max_excess=0.05)
+    assert math.isclose(float(near), 0.03, rel_tol=0.05) and float(near_grad[:, 2].sum()) > 0
+    far, far_grad = _bound(_sheet(3.0, 0.9), max_excess=0.05)
+    assert float(far) == 0.0 and float(far_grad.abs().sum()) == 0.0

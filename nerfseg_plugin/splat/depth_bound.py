@@ -64,6 +64,7 @@ def composited_depth_bound_loss(
     height: int,
     margin: float,
     max_points: int,
+    max_excess: float | None = None,
 ) -> Tensor:
     """Mean over the points framed by the view of ``sum_g w_g relu(z_g / z_p - 1 - margin)`` along the ray through
     the point (``w_g`` gsplat's compositing weights, ``z_g`` the Gaussians' centre depths), the least of the rays
@@ -71,7 +72,9 @@ def composited_depth_bound_loss(
     point at a depth edge binds only where its whole neighbourhood lies behind it).
 
     ``meta`` is the rasterizer's meta of the view (gsplat's or the CPU backend's: projected splats and per-tile
-    lists; unpacked, one camera) at ``width`` x ``height``, the size ``K`` is for.
+    lists; unpacked, one camera) at ``width`` x ``height``, the size ``K`` is for. Gaussians more than
+    ``max_excess`` (relative) behind the point are left alone (a truncated loss: such a point is likelier an SfM
+    outlier in free space than the surface that wrong); None = no limit.
     """
     means2d = meta["means2d"][0]
     uv, z = _framed_points(points, viewmat, K, width, height, max_points)
@@ -79,12 +82,12 @@ def composited_depth_bound_loss(
         return means2d.sum() * 0.0
     neighbours = _NEIGHBOURS.to(device=uv.device, dtype=uv.dtype)
     centres = (uv.floor() + 0.5)[:, None, :] + neighbours[None]  # [P, 9, 2]
-    excess = _excess_depth_along_rays(meta, centres.reshape(-1, 2), z.repeat_interleave(9), margin)
+    excess = _excess_depth_along_rays(meta, centres.reshape(-1, 2), z.repeat_interleave(9), margin, max_excess)
     return excess.view(-1, 9).amin(dim=1).mean()
 
 
 def _excess_depth_along_rays(
-    meta: dict, rays: Float[Tensor, "R 2"], ray_depth: Float[Tensor, " R"], margin: float
+    meta: dict, rays: Float[Tensor, "R 2"], ray_depth: Float[Tensor, " R"], margin: float, max_excess: float | None
 ) -> Float[Tensor, " R"]:
     """``sum_g w_g relu(z_g / ray_depth - 1 - margin)`` per pixel position inside the image (inf outside),
     composited as gsplat does: the depth-sorted splat list of the ray's tile (``isect_offsets``, ``flatten_ids``),
@@ -118,6 +121,8 @@ def _excess_depth_along_rays(
     before_ray = torch.where(first > 0, running[(first - 1).clamp(min=0)], 0.0)
     transmittance = torch.exp(running - log_keep - before_ray[ray]).to(alpha.dtype)
     behind = torch.relu(depths[gauss] / ray_depth[ray] - (1.0 + margin))
+    if max_excess is not None:
+        behind = torch.where(behind.detach() > max_excess - margin, 0.0, behind)
     excess = torch.zeros_like(ray_depth).index_add(0, ray, alpha * transmittance * behind)
     return torch.where(inside, excess, torch.inf)
 

@@ -190,7 +190,7 @@ class RssegSplatModel(SemanticViewerMixin, SemanticModelMixin, SplatfactoModel):
             height, width = self.last_size
             value = composited_depth_bound_loss(
                 self.depth_bound_points, viewmat, K, self.info, width, height,
-                config.depth_bound_margin, config.depth_bound_ray_points,
+                config.depth_bound_margin, config.depth_bound_ray_points, config.depth_bound_max_excess,
             )  # fmt: skip
         elif outputs.get("depth") is not None:
             value = depth_bound_loss(
