@@ -135,20 +135,19 @@ def test_cpu_matches_gsplat_cuda(case):
 def test_composited_depth_bound_reads_gsplat_meta_as_the_cpu_one():
     """The composited depth bound walks the meta's tile lists; gsplat's CUDA meta must give the CPU one's value
     and means gradients (the lists may differ by a splat at a tile border, hence the tolerance)."""
+    from gsplat.rendering import rasterization
+
     from nerfseg_plugin.splat.depth_bound import composited_depth_bound_loss
 
     scene = make_scene(2000, 1, 3, False, None)
     g = torch.Generator().manual_seed(3)
     points = torch.cat([(torch.rand(200, 2, generator=g) - 0.5) * 0.8, 1.5 + 3 * torch.rand(200, 1, generator=g)], 1)
     results = []
-    for device in ("cpu", "cuda"):
-        from gsplat.rendering import rasterization
-
+    for device, render in (("cpu", rasterization_cpu), ("cuda", rasterization)):
         means = scene[0].to(device).clone().requires_grad_()
-        others = [t.to(device) for t in scene[1:7]]
-        fn = rasterization if device == "cuda" else rasterization_cpu
-        _, _, meta = fn(means, *others[:4], others[4], others[5], W, H, packed=False)
-        value = composited_depth_bound_loss(points.to(device), others[4], others[5], meta, W, H, 0.0, 200)
+        quats, scales, opacities, colors, viewmats, Ks = (t.to(device) for t in scene[1:7])
+        _, _, meta = render(means, quats, scales, opacities, colors, viewmats, Ks, W, H, packed=False)
+        value = composited_depth_bound_loss(points.to(device), viewmats, Ks, meta, W, H, 0.0, 200)
         value.backward()
         results.append((value.detach().cpu(), means.grad.cpu()))
     assert float(results[0][0]) > 0

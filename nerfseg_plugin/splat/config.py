@@ -68,7 +68,8 @@ class RssegSplatModelConfig(SplatfactoModelConfig):
     seed (SfM) point the view frames, which pins depth at grazing angles for straight-down products (label ortho,
     DSM). 0 = off (no seed points: off too). Off by default (README, "Sparse-point depth bound"): the ``expected``
     form lost 10 label-ortho points on an unseen orbit to floaters; the ``composited`` form lost nothing on four
-    scenes but gained only 0 to +2.4, within run-to-run noise, and SfM outliers would pull surfaces."""
+    scenes and bettered the orbits' DSMs, but its label gains (0 to +2.4) are within run-to-run noise and it is
+    unmeasured on real SfM points."""
     depth_bound_mode: Literal["expected", "composited"] = "composited"
     """Which depth the bound reads (``depth_bound.py``): ``expected``, the alpha-normalised depth map (faint
     Gaussians in front lower it cheaply), or ``composited``, every Gaussian behind the point weighted by its
