@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from test_cpu_rasterizer import H, W, make_scene
 
+from nerfseg_plugin.splat.config import RssegSplatModelConfig
 from nerfseg_plugin.splat.cpu_rasterizer import rasterization_cpu
 from nerfseg_plugin.splat.dense_reference import composite_dense, rasterization_dense
 from nerfseg_plugin.splat.depth_bound import _excess_depth_along_rays, composited_depth_bound_loss
@@ -112,3 +114,16 @@ def test_a_point_far_in_front_of_the_surface_is_taken_for_an_outlier() -> None:
     assert math.isclose(float(near), 0.03, rel_tol=0.05) and float(near_grad[:, 2].sum()) > 0
     far, far_grad = _bound(_sheet(3.0, 0.9), max_excess=0.05)
     assert float(far) == 0.0 and float(far_grad.abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"depth_bound_mode": "expected", "depth_bound_max_excess": 0.05}, "composited depth bound only"),
+        ({"depth_bound_max_excess": 0.004}, "must exceed depth_bound_margin"),
+    ],
+)
+def test_a_truncation_the_bound_cannot_use_is_refused(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RssegSplatModelConfig(**settings)
+    RssegSplatModelConfig(depth_bound_max_excess=0.05)  # the measured setting is accepted

@@ -89,3 +89,18 @@ class RssegSplatModelConfig(SplatfactoModelConfig):
     the 8 around it) against the projected Gaussians."""
     pca_refit_every: int = 500
     """Training steps between refits of the fixed PCA projection shown as semantic_features_pca."""
+
+    def __post_init__(self) -> None:
+        # A truncation the chosen form would silently ignore, or one that cuts off every Gaussian, is a mistake.
+        if self.depth_bound_max_excess is None:
+            return
+        if self.depth_bound_mode != "composited":
+            raise ValueError(
+                f"depth_bound_max_excess={self.depth_bound_max_excess} applies to the composited depth bound only; "
+                f"depth_bound_mode is {self.depth_bound_mode!r}"
+            )
+        if self.depth_bound_max_excess <= self.depth_bound_margin:
+            raise ValueError(
+                f"depth_bound_max_excess={self.depth_bound_max_excess} must exceed depth_bound_margin="
+                f"{self.depth_bound_margin}, or the bound pulls no Gaussian"
+            )
